@@ -1,0 +1,53 @@
+"""The composition root: every shared object (store, engine, metrics) is built here, per app."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from app import logutils
+from app.config import DEFAULTS, coerce
+from app.engine.base import Engine
+from app.metrics import Metrics
+from app.services import Services
+from app.store import Store, create_store
+
+
+def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None = None,
+               engine: Engine | None = None) -> Flask:
+    """Build the service: config from defaults, IPAAS_* variables, then `test_config`."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("IPAAS")
+    app.config.from_mapping(test_config or {})
+    coerce(app.config)
+    # Werkzeug refuses larger bodies from Content-Length before reading them, chunked ones while reading.
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_PAYLOAD_BYTES"]
+    app.json.sort_keys = False
+    logutils.configure(app.config["LOG_LEVEL"])
+
+    store = store or create_store(app.config["DATABASE_URL"])
+    store.init_schema()
+    metrics = Metrics()
+    if engine is None and app.config["START_ENGINE"]:
+        from app.engine import create_engine
+
+        engine = create_engine(store, app.config, metrics)
+    app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config)
+    if engine is not None and app.config["START_ENGINE"]:
+        engine.start()
+
+    from app import cli
+    from app.api import register_api
+
+    register_api(app)
+    cli.init_app(app)
+    return app
+
+
+def shutdown_app(app: Flask, grace: float) -> None:
+    """Stop the app's engine (finishing or handing back its executions) and close the store."""
+    services: Services = app.extensions["ipaas"]
+    if services.engine is not None:
+        services.engine.shutdown(grace)
+    services.store.close()

@@ -1,0 +1,36 @@
+"""Executions: list, inspect, cancel, replay, scoped to the caller's tenant."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from app import validation
+from app.api.auth import principal, protect, services
+from app.api.serialize import execution_json, page_json
+
+bp = Blueprint("executions", __name__, url_prefix="/api/executions")
+protect(bp)
+
+
+@bp.get("")
+def index():
+    limit, cursor = validation.page_args(request.args)
+    page = services().list_executions(principal(), workflow_id=request.args.get("workflow_id") or None,
+                                      status=validation.status_arg(request.args.get("status")),
+                                      limit=limit, cursor=cursor)
+    return jsonify(page_json(page, execution_json))
+
+
+@bp.get("/<execution_id>")
+def show(execution_id: str):
+    return jsonify(execution_json(services().get_execution(principal(), execution_id)))
+
+
+@bp.post("/<execution_id>/cancel")
+def cancel(execution_id: str):
+    return jsonify(execution_json(services().cancel(principal(), execution_id))), 202
+
+
+@bp.post("/<execution_id>/replay")
+def replay(execution_id: str):
+    execution = services().replay(principal(), execution_id)
+    return jsonify({"execution_id": execution.id}), 202

@@ -1,0 +1,38 @@
+"""A request id on every request (an incoming X-Request-ID is kept) and one JSON access line each."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from app import logutils
+
+log = logging.getLogger("ipaas.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def start() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        g.log_context = logutils.bind(request_id=g.request_id)
+        g.log_context.__enter__()
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        duration_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
+        log.info("request", extra={"data": {"method": request.method, "path": request.path,
+                                            "status": response.status_code, "duration_ms": duration_ms}})
+        return response
+
+    @app.teardown_request
+    def unbind(_error: BaseException | None) -> None:
+        context = g.pop("log_context", None)
+        if context is not None:
+            context.__exit__(None, None, None)

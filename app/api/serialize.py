@@ -1,0 +1,52 @@
+"""The JSON shapes of API.md; `secret` is write-only and never leaves through here."""
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from flask import url_for
+
+from app.models import Execution, Page, Workflow, isoformat
+
+T = TypeVar("T")
+
+
+def workflow_json(workflow: Workflow) -> dict[str, Any]:
+    body = {
+        "id": workflow.id,
+        "name": workflow.name,
+        "trigger_type": workflow.trigger_type,
+        "action_type": workflow.action_type,
+        "config": workflow.config,
+        "enabled": workflow.enabled,
+        "has_secret": workflow.secret is not None,
+        "created_at": isoformat(workflow.created_at),
+        "updated_at": isoformat(workflow.updated_at),
+    }
+    if workflow.trigger_type == "webhook":
+        body["webhook_url"] = url_for("webhooks.receive", workflow_id=workflow.id, _external=True)
+    return body
+
+
+def execution_json(execution: Execution) -> dict[str, Any]:
+    return {
+        "id": execution.id,
+        "workflow_id": execution.workflow_id,
+        "status": execution.status.value,
+        "trigger": execution.trigger,
+        "attempts": execution.attempts,
+        "created_at": isoformat(execution.created_at),
+        "started_at": isoformat(execution.started_at),
+        "finished_at": isoformat(execution.finished_at),
+        "duration_ms": execution.duration_ms,
+        "error": execution.error,
+        "cancelled_by": execution.cancelled_by,
+        "replay_of": execution.replay_of,
+        "result": execution.result,
+        "payload": execution.payload,
+        "headers": execution.headers,
+        "query": execution.query,
+    }
+
+
+def page_json(page: Page[T], render: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+    return {"items": [render(item) for item in page.items], "next_cursor": page.next_cursor}

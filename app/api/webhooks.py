@@ -1,0 +1,89 @@
+"""The public webhook receiver: verify, record, queue, answer 202 at once (or at the end with ?wait=)."""
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from app import logutils, validation
+from app.api.auth import services
+from app.api.bodies import webhook_payload
+from app.api.serialize import execution_json
+from app.errors import BadRequest, PayloadTooLarge
+from app.security.redact import redact_headers
+from app.security.signatures import SignatureError, verify_signature
+
+bp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
+log = logging.getLogger(__name__)
+IDEMPOTENCY_KEY_MAX = 255
+
+
+@bp.before_request
+def start_clock() -> None:
+    g.webhook_started = time.perf_counter()
+
+
+@bp.after_request
+def count(response: Response) -> Response:
+    metrics = services().metrics
+    metrics.webhooks_received.labels(status=str(response.status_code)).inc()
+    metrics.webhook_ack.observe(time.perf_counter() - g.webhook_started)
+    return response
+
+
+@bp.post("/<workflow_id>")
+def receive(workflow_id: str):
+    limit = current_app.config["MAX_PAYLOAD_BYTES"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    wait = validation.wait_arg(request.args.get("wait"))
+    svc = services()
+    workflow = svc.webhook_workflow(workflow_id)
+    logutils.add(tenant_id=workflow.tenant_id, workflow_id=workflow.id)
+    raw = request.get_data(cache=True)
+    if workflow.secret is not None:
+        _verify(workflow.secret, raw)
+    payload = webhook_payload(raw)
+    execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
+                                    headers=redact_headers(dict(request.headers)),
+                                    query=request.args.to_dict(), idempotency_key=_idempotency_key())
+    logutils.add(execution_id=execution.id)
+    log.info("webhook accepted" if created else "webhook repeated: idempotency key seen",
+             extra={"data": {"status": execution.status.value}})
+    if wait is None or not created:
+        return jsonify({"execution_id": execution.id}), 202
+    finished = svc.wait(execution, wait, _sender_hung_up)
+    if not finished.status.terminal:
+        return jsonify({"execution_id": finished.id, "status": finished.status.value}), 202
+    return jsonify(execution_json(finished)), 200
+
+
+def _verify(secret: str, raw: bytes) -> None:
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    try:
+        verify_signature(secret, raw, headers, now=time.time())
+    except SignatureError as error:
+        log.warning("webhook signature refused", extra={"data": {"reason": error.message}})
+        raise
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key") or request.headers.get("webhook-id")
+    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+        raise BadRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
+    return key
+
+
+def _sender_hung_up() -> bool:
+    """True when the sender closed its connection (gunicorn exposes the client socket)."""
+    sock: socket.socket | None = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True

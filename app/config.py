@@ -1,0 +1,45 @@
+"""Defaults for every setting; each can be overridden by an IPAAS_* environment variable."""
+from __future__ import annotations
+
+DEFAULTS: dict[str, object] = {
+    "DATABASE_URL": "sqlite:///instance/ipaas.sqlite3",
+    "WORKERS": 10,
+    "QUEUE_SIZE": 100,
+    "ENQUEUE_TIMEOUT": 5.0,
+    "JOB_TIMEOUT": 300.0,
+    "MAX_ATTEMPTS": 3,
+    "CORS_ORIGINS": "http://localhost:3000",
+    "MAX_PAYLOAD_BYTES": 1048576,
+    "ALLOW_PRIVATE_NETWORKS": False,
+    "TENANT_RATE": 100.0,
+    "TENANT_BURST": 1000.0,
+    "BREAKER_FAILURES": 5,
+    "BREAKER_RESET": 300.0,
+    "LOG_LEVEL": "INFO",
+    # Not in the public contract: tuning knobs a user rarely needs, documented in README.
+    "HTTP_TIMEOUT": 10.0,  # default per-request timeout of actions, seconds
+    "RETRY_BASE_DELAY": 0.5,  # first retry backoff, seconds; doubles per attempt, with jitter
+    "RETRY_MAX_DELAY": 30.0,
+    "IDEMPOTENCY_TTL": 86400.0,
+    # gunicorn.conf.py turns this on for its workers; CLI commands import the same app and must not
+    # start a pool that would adopt and run executions.
+    "START_ENGINE": False,
+}
+
+_TYPES = {key: type(value) for key, value in DEFAULTS.items()}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def coerce(config: dict) -> None:
+    """Give every known setting its default's type, whatever form the environment gave it in."""
+    for key, kind in _TYPES.items():
+        value = config.get(key)
+        if value is None or isinstance(value, kind):
+            continue
+        if kind is bool:
+            config[key] = str(value).strip().lower() in _TRUE
+        else:
+            try:
+                config[key] = kind(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"IPAAS_{key} must be a {kind.__name__}, got {value!r}") from exc

@@ -1,0 +1,55 @@
+"""What the services need from an execution engine; the thread pool and, later, a Redis-backed
+distributed engine implement it, so blueprints and services never change when the engine does."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    workers: int
+    busy: int
+    queue_length: int
+    capacity: int
+    dropped: int
+
+
+class Slot(Protocol):
+    def submit(self, execution_id: str) -> None:
+        """Hand the execution (recorded queued, owned by the engine's owner_id) to the engine."""
+
+
+class Engine(ABC):
+    #: the id under which this process owns executions in the store
+    owner_id: str
+
+    @abstractmethod
+    def slot(self, timeout: float) -> AbstractContextManager[Slot]:
+        """Reserve room for one execution, waiting up to `timeout` seconds; raise errors.QueueFull
+        (and count a dropped job) if none frees up. Record the execution inside the block, then
+        `submit` it; a slot left unsubmitted is given back on exit."""
+
+    @abstractmethod
+    def cancel(self, execution_id: str, reason: str) -> bool:
+        """Signal the execution's token if this engine holds it; False if it does not."""
+
+    @abstractmethod
+    def wait(self, execution_id: str, timeout: float) -> bool:
+        """Block until the execution leaves this engine or `timeout` passes; True if it left."""
+
+    @abstractmethod
+    def stats(self) -> EngineStats:
+        """Current load, for /metrics and /readyz."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Register with the store, start the workers and the supervisor (recovery, heartbeats,
+        cross-process cancels)."""
+
+    @abstractmethod
+    def shutdown(self, grace: float) -> None:
+        """Take no more work, let running executions finish for up to `grace` seconds, cancel the
+        rest and hand every unfinished execution back to the store as queued."""

@@ -1,0 +1,49 @@
+"""Typed errors raised below the HTTP layer; api/errors.py turns each into a JSON response."""
+from __future__ import annotations
+
+
+class AppError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.retry_after = retry_after
+
+
+class BadRequest(AppError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(AppError):
+    status, code = 401, "unauthorized"
+
+
+class NotFound(AppError):
+    status, code = 404, "not_found"
+
+
+class Conflict(AppError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status, code = 413, "payload_too_large"
+
+
+class ValidationFailed(AppError):
+    status, code = 422, "validation_failed"
+
+
+class RateLimited(AppError):
+    status, code = 429, "rate_limited"
+
+
+class QueueFull(AppError):
+    status, code = 503, "queue_full"
+
+
+class Unavailable(AppError):
+    status, code = 503, "unavailable"

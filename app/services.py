@@ -1,0 +1,150 @@
+"""Use cases: the only code that touches both the store and the engine. Views call these."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping
+
+from app import validation
+from app.engine.base import Engine
+from app.errors import Conflict, NotFound, RateLimited, Unavailable
+from app.metrics import Metrics
+from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
+from app.store import Store
+
+WAIT_POLL_SECONDS = 0.2
+
+
+@dataclass
+class Services:
+    store: Store
+    engine: Engine | None
+    metrics: Metrics
+    config: Mapping[str, Any]
+
+    # --- workflows ---------------------------------------------------------------------------------
+    def create_workflow(self, principal: Principal, body: Any) -> Workflow:
+        fields = validation.workflow_fields(body, partial=False)
+        validation.check_action(fields["action_type"], fields["config"])
+        now = utcnow()
+        workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
+                            name=fields["name"], trigger_type=fields["trigger_type"],
+                            action_type=fields["action_type"], config=fields["config"],
+                            enabled=fields.get("enabled", True), secret=fields.get("secret"),
+                            created_at=now, updated_at=now)
+        return self.store.create_workflow(workflow)
+
+    def get_workflow(self, principal: Principal, workflow_id: str) -> Workflow:
+        workflow = self.store.get_workflow(principal.tenant_id, workflow_id)
+        if workflow is None:
+            raise NotFound(f"no workflow {workflow_id!r}")
+        return workflow
+
+    def list_workflows(self, principal: Principal, *, limit: int, cursor: str | None) -> Page[Workflow]:
+        return self.store.list_workflows(principal.tenant_id, limit=limit, cursor=cursor)
+
+    def update_workflow(self, principal: Principal, workflow_id: str, body: Any, *, partial: bool) -> Workflow:
+        """PUT replaces every field but `secret` (absent keeps it, null clears it); PATCH merges."""
+        fields = validation.workflow_fields(body, partial=partial)
+        current = self.get_workflow(principal, workflow_id)
+        if not partial:
+            fields.setdefault("enabled", True)
+        updated = replace(current, **fields, updated_at=utcnow())
+        validation.check_action(updated.action_type, updated.config)
+        stored = self.store.update_workflow(updated)
+        if stored is None:
+            raise NotFound(f"no workflow {workflow_id!r}")
+        return stored
+
+    def delete_workflow(self, principal: Principal, workflow_id: str) -> None:
+        if not self.store.delete_workflow(principal.tenant_id, workflow_id, now=utcnow()):
+            raise NotFound(f"no workflow {workflow_id!r}")
+
+    # --- executions --------------------------------------------------------------------------------
+    def webhook_workflow(self, workflow_id: str) -> Workflow:
+        """The workflow a sender posts to; unknown and disabled ones look the same to the sender."""
+        workflow = self.store.get_workflow(None, workflow_id)
+        if workflow is None or not workflow.enabled:
+            raise NotFound(f"no enabled workflow {workflow_id!r}")
+        return workflow
+
+    def ingest(self, workflow: Workflow, *, trigger: str, payload: Any, headers: dict[str, str] | None = None,
+               query: dict[str, str] | None = None, idempotency_key: str | None = None,
+               replay_of: str | None = None) -> tuple[Execution, bool]:
+        """Record a queued execution and hand it to the engine; return it and whether it is new.
+
+        The slot is taken first so that a full queue refuses the request before anything is
+        recorded: a 503 leaves no trace but the dropped counter."""
+        self._take_rate_token(workflow.tenant_id)
+        engine = self._engine()
+        now = utcnow()
+        execution = Execution(id=new_id("ex", now), tenant_id=workflow.tenant_id, workflow_id=workflow.id,
+                              status=ExecutionStatus.QUEUED, trigger=trigger, payload=payload, created_at=now,
+                              headers=headers or {}, query=query or {}, owner=engine.owner_id,
+                              replay_of=replay_of)
+        with engine.slot(self.config["ENQUEUE_TIMEOUT"]) as slot:
+            execution, created = self.store.create_execution(
+                execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"])
+            if created:
+                slot.submit(execution.id)
+        return execution, created
+
+    def run_now(self, principal: Principal, workflow_id: str, payload: Any) -> Execution:
+        workflow = self.get_workflow(principal, workflow_id)
+        return self.ingest(workflow, trigger="manual", payload=payload)[0]
+
+    def replay(self, principal: Principal, execution_id: str) -> Execution:
+        original = self.get_execution(principal, execution_id)
+        workflow = self.store.get_workflow(principal.tenant_id, original.workflow_id)
+        if workflow is None:
+            raise Conflict(f"workflow {original.workflow_id!r} of execution {execution_id!r} was deleted")
+        return self.ingest(workflow, trigger="replay", payload=original.payload, headers=original.headers,
+                           query=original.query, replay_of=original.id)[0]
+
+    def get_execution(self, principal: Principal, execution_id: str) -> Execution:
+        execution = self.store.get_execution(principal.tenant_id, execution_id)
+        if execution is None:
+            raise NotFound(f"no execution {execution_id!r}")
+        return execution
+
+    def list_executions(self, principal: Principal, *, workflow_id: str | None, status: ExecutionStatus | None,
+                        limit: int, cursor: str | None) -> Page[Execution]:
+        return self.store.list_executions(principal.tenant_id, workflow_id=workflow_id, status=status,
+                                          limit=limit, cursor=cursor)
+
+    def cancel(self, principal: Principal, execution_id: str, *, by: str | None = None) -> Execution:
+        """Cancel through the store (so the owning process sees it) and locally, for speed."""
+        by = by or f"api:{principal.user_id}"
+        execution = self.store.request_cancel(principal.tenant_id, execution_id, by=by, now=utcnow())
+        if execution is None:
+            raise NotFound(f"no execution {execution_id!r}")
+        if execution.status.terminal and execution.cancelled_by != by:
+            raise Conflict(f"execution {execution_id!r} already finished: {execution.status.value}")
+        if self.engine is not None:
+            self.engine.cancel(execution_id, by)
+        return execution
+
+    def wait(self, execution: Execution, seconds: float, hung_up: Callable[[], bool]) -> Execution:
+        """Wait for the execution to end; cancel it if the sender hangs up first."""
+        engine = self._engine()
+        deadline = utcnow().timestamp() + seconds
+        while (left := deadline - utcnow().timestamp()) > 0:
+            if engine.wait(execution.id, min(WAIT_POLL_SECONDS, left)):
+                break
+            if hung_up():
+                self.store.request_cancel(execution.tenant_id, execution.id, by="client disconnected", now=utcnow())
+                engine.cancel(execution.id, "client disconnected")
+                break
+        return self.store.get_execution(execution.tenant_id, execution.id) or execution
+
+    def _take_rate_token(self, tenant_id: str) -> None:
+        wait = self.store.take_token(f"tenant:{tenant_id}", rate=self.config["TENANT_RATE"],
+                                     burst=self.config["TENANT_BURST"], now=utcnow())
+        if wait > 0:
+            self.metrics.rate_limited.inc()
+            raise RateLimited("tenant rate limit exceeded", retry_after=max(1, math.ceil(wait)))
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise Unavailable("this process runs no execution engine", retry_after=5)
+        return self.engine

@@ -1,0 +1,198 @@
+"""The one storage interface. Blueprints, services and the engine use only this; never raw SQL.
+
+Every backend (SQLite, memory, later PostgreSQL) must pass tests/test_store_contract.py, which is the
+definition of correct behaviour. Rules shared by all backends:
+
+- Timestamps in and out are timezone-aware UTC datetimes; `now` is always passed in (no hidden clock).
+- Ids are made by the caller (`models.new_id`) and sort by creation time; lists are newest first
+  (id descending) and the cursor is the last id of the previous page.
+- Every tenant-scoped read and write puts `tenant_id` in the query itself: another tenant's object is
+  simply not found (None / False), never fetched and then filtered.
+- Each method is one transaction: it commits when it returns and changes nothing when it raises.
+- Execution ownership: `owner` is the id of the process (see `register_worker`) whose engine holds the
+  execution in memory. A `queued` execution with an owner is in that process's queue; with owner None it
+  is waiting to be adopted. `claim_execution`, `finish_execution` and `adopt_orphans` are atomic compare-
+  and-set operations, so two processes can never both run one execution.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.models import ApiKey, Execution, ExecutionStatus, Page, Tenant, User, Workflow
+
+
+class StoreError(Exception):
+    """The store is unreachable or failed; maps to 503 in the API."""
+
+
+class DuplicateError(StoreError):
+    """A unique field (user email, key prefix, tenant name) is taken."""
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: datetime
+
+
+class Store(ABC):
+    # --- lifecycle ---------------------------------------------------------------------------
+    @abstractmethod
+    def init_schema(self) -> None:
+        """Create or migrate the schema; safe to call twice."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StoreError unless the store answers a trivial query."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections held by the calling thread (and the store's, at shutdown)."""
+
+    # --- tenants, users, API keys ------------------------------------------------------------------
+    @abstractmethod
+    def ensure_tenant(self, name: str, *, tenant_id: str, now: datetime) -> Tenant:
+        """Return the tenant called `name`, creating it with `tenant_id` if missing."""
+
+    @abstractmethod
+    def create_user(self, user: User) -> User:
+        """Insert a user; DuplicateError if the email is taken (emails are unique, case-insensitive)."""
+
+    @abstractmethod
+    def get_user_by_email(self, email: str) -> User | None:
+        """Find a user by email, case-insensitively."""
+
+    @abstractmethod
+    def add_api_key(self, key: ApiKey) -> ApiKey:
+        """Insert a key record (hash only); DuplicateError if the prefix is taken."""
+
+    @abstractmethod
+    def get_api_key(self, prefix: str) -> ApiKey | None:
+        """Find a key record by its visible prefix, revoked or not."""
+
+    @abstractmethod
+    def revoke_api_key(self, prefix: str, *, now: datetime) -> bool:
+        """Mark a key revoked; False if no such key or already revoked."""
+
+    # --- workflows ---------------------------------------------------------------------------------
+    @abstractmethod
+    def create_workflow(self, workflow: Workflow) -> Workflow:
+        """Insert a workflow and return it."""
+
+    @abstractmethod
+    def get_workflow(self, tenant_id: str | None, workflow_id: str) -> Workflow | None:
+        """Return a live (not deleted) workflow of that tenant; tenant_id None only for the webhook
+        receiver and the engine, which know the workflow only by id."""
+
+    @abstractmethod
+    def list_workflows(self, tenant_id: str | None, *, limit: int, cursor: str | None = None) -> Page[Workflow]:
+        """Live workflows, newest first; tenant_id None lists all tenants (CLI only)."""
+
+    @abstractmethod
+    def update_workflow(self, workflow: Workflow) -> Workflow | None:
+        """Replace the mutable fields (name, types, config, enabled, secret, updated_at) of the workflow
+        with this id AND tenant_id; None if there is none."""
+
+    @abstractmethod
+    def delete_workflow(self, tenant_id: str, workflow_id: str, *, now: datetime) -> bool:
+        """Delete the workflow (its executions stay readable) and cancel its queued and running
+        executions with cancelled_by 'workflow deleted', in one transaction."""
+
+    # --- executions --------------------------------------------------------------------------------
+    @abstractmethod
+    def create_execution(
+        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0
+    ) -> tuple[Execution, bool]:
+        """Insert a queued execution and return (it, True).
+
+        With an idempotency key (scoped to the workflow): if the same key was used for this workflow less
+        than `idempotency_ttl` seconds before `execution.created_at`, insert nothing and return
+        (the first execution, False). Enforced by a unique constraint, so racing callers in different
+        threads or processes get one execution between them."""
+
+    @abstractmethod
+    def get_execution(self, tenant_id: str | None, execution_id: str) -> Execution | None:
+        """Return an execution of that tenant (tenant_id None: any, for the engine)."""
+
+    @abstractmethod
+    def list_executions(
+        self,
+        tenant_id: str | None,
+        *,
+        workflow_id: str | None = None,
+        status: ExecutionStatus | None = None,
+        limit: int,
+        cursor: str | None = None,
+    ) -> Page[Execution]:
+        """Executions newest first, optionally filtered; tenant_id None lists all tenants (CLI only)."""
+
+    @abstractmethod
+    def claim_execution(self, execution_id: str, *, owner: str, now: datetime) -> Execution | None:
+        """Move a queued execution owned by `owner` (or by nobody) to running, owned by `owner`, with
+        started_at = now; return it, or None if it is not queued (cancelled, taken, gone)."""
+
+    @abstractmethod
+    def finish_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        status: ExecutionStatus,
+        attempts: int,
+        now: datetime,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        cancelled_by: str | None = None,
+    ) -> bool:
+        """Record the terminal outcome of a running execution owned by `owner`; False (and no change)
+        if it is no longer running under that owner. A cancel requested meanwhile keeps its
+        cancelled_by unless one is given."""
+
+    @abstractmethod
+    def request_cancel(self, tenant_id: str, execution_id: str, *, by: str, now: datetime) -> Execution | None:
+        """Cancel: a queued execution becomes cancelled at once; a running one gets cancelled_by set so
+        its owner stops it; a terminal one is unchanged. Return the execution as it now is, or None if
+        the tenant has no such execution."""
+
+    @abstractmethod
+    def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
+        """(execution_id, cancelled_by) of running executions of `owner` whose cancel was requested."""
+
+    @abstractmethod
+    def release_executions(self, owner: str) -> int:
+        """Put every queued or running execution of `owner` back to queued with no owner (shutdown);
+        return how many."""
+
+    @abstractmethod
+    def adopt_orphans(self, owner: str, *, dead_owners: list[str], limit: int) -> list[Execution]:
+        """Atomically take up to `limit` executions that are queued with no owner, or queued/running
+        under one of `dead_owners`, oldest first: they become queued, owned by `owner`. Return them."""
+
+    @abstractmethod
+    def purge_executions(self, *, before: datetime) -> int:
+        """Delete terminal executions created before `before`; return how many."""
+
+    # --- process registry (crash recovery) ---------------------------------------------------------
+    @abstractmethod
+    def heartbeat(self, worker: WorkerRecord) -> None:
+        """Insert or refresh a process's record."""
+
+    @abstractmethod
+    def list_workers(self) -> list[WorkerRecord]:
+        """All registered processes."""
+
+    @abstractmethod
+    def remove_worker(self, worker_id: str) -> None:
+        """Forget a process (clean shutdown, or after its work was adopted)."""
+
+    # --- rate limiting -------------------------------------------------------------------------------
+    @abstractmethod
+    def take_token(self, bucket: str, *, rate: float, burst: float, now: datetime) -> float:
+        """Token bucket shared by every process using this store: a bucket starts full (`burst`
+        tokens) and refills at `rate` per second. Take one token and return 0.0, or take nothing and
+        return the seconds until one is available."""

@@ -1,0 +1,110 @@
+"""Validation of request bodies: every failure is a 422 that names the offending field."""
+from __future__ import annotations
+
+from typing import Any
+
+from app import connectors
+from app.errors import BadRequest, ValidationFailed
+from app.models import ExecutionStatus, TriggerType
+
+NAME_MAX = 200
+SECRET_MAX = 512
+WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "enabled", "secret"}
+# Clients often GET a workflow, edit it and PUT it back: fields the server owns are ignored, not refused.
+READ_ONLY_FIELDS = {"id", "created_at", "updated_at", "webhook_url", "has_secret"}
+LIMIT_MAX = 200
+
+
+def require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationFailed(f"body must be a JSON object, got {type(body).__name__}", field="body")
+    return body
+
+
+def workflow_fields(body: Any, *, partial: bool) -> dict[str, Any]:
+    """Return the validated workflow fields present in `body`; all but enabled/secret unless partial."""
+    body = require_object(body)
+    unknown = sorted(set(body) - WORKFLOW_FIELDS - READ_ONLY_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"unknown field {unknown[0]!r}", field=unknown[0])
+    fields = {key: body[key] for key in WORKFLOW_FIELDS if key in body}
+    if not partial:
+        for key in ("name", "trigger_type", "action_type", "config"):
+            if key not in fields:
+                raise ValidationFailed(f"{key} is required", field=key)
+    if "name" in fields:
+        fields["name"] = _name(fields["name"])
+    if "trigger_type" in fields:
+        fields["trigger_type"] = _choice("trigger_type", fields["trigger_type"], [t.value for t in TriggerType])
+    if "enabled" in fields and not isinstance(fields["enabled"], bool):
+        raise ValidationFailed("enabled must be true or false", field="enabled")
+    if "secret" in fields:
+        fields["secret"] = _secret(fields["secret"])
+    if "action_type" in fields and not isinstance(fields["action_type"], str):
+        raise ValidationFailed("action_type must be a string", field="action_type")
+    if "config" in fields and not isinstance(fields["config"], dict):
+        raise ValidationFailed("config must be a JSON object", field="config")
+    return fields
+
+
+def check_action(action_type: str, config: dict[str, Any]) -> None:
+    """Validate an action's config as a whole (PATCH may change one and not the other)."""
+    connectors.validate(action_type, config)
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationFailed("name must be a string", field="name")
+    value = value.strip()
+    if not 1 <= len(value) <= NAME_MAX:
+        raise ValidationFailed(f"name must be 1 to {NAME_MAX} characters, got {len(value)}", field="name")
+    return value
+
+
+def _secret(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= SECRET_MAX:
+        raise ValidationFailed(f"secret must be a string of 1 to {SECRET_MAX} characters, or null", field="secret")
+    return value
+
+
+def _choice(field: str, value: Any, allowed: list[str]) -> str:
+    if value not in allowed:
+        raise ValidationFailed(f"{field} must be one of {', '.join(allowed)}, got {value!r}", field=field)
+    return value
+
+
+def page_args(args: Any) -> tuple[int, str | None]:
+    """Read ?limit= (1..200, default 50) and ?cursor= from query arguments."""
+    raw = args.get("limit", "50")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ValidationFailed(f"limit must be an integer from 1 to {LIMIT_MAX}, got {raw!r}", field="limit") from None
+    if not 1 <= limit <= LIMIT_MAX:
+        raise ValidationFailed(f"limit must be an integer from 1 to {LIMIT_MAX}, got {limit}", field="limit")
+    return limit, args.get("cursor") or None
+
+
+def status_arg(value: str | None) -> ExecutionStatus | None:
+    if not value:
+        return None
+    return ExecutionStatus(_choice("status", value, [s.value for s in ExecutionStatus]))
+
+
+def wait_arg(value: str | None) -> float | None:
+    """Read ?wait=SECONDS (0 < wait <= 30)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValidationFailed(f"wait must be a number of seconds up to 30, got {value!r}", field="wait") from None
+    if not 0 < seconds <= 30:
+        raise ValidationFailed(f"wait must be more than 0 and at most 30 seconds, got {value!r}", field="wait")
+    return seconds
+
+
+def bad_json(error: Exception) -> BadRequest:
+    return BadRequest(f"body is not valid JSON: {error}")
