@@ -1,0 +1,331 @@
+"""The SQLite backend: one connection per thread, WAL, and a BEGIN IMMEDIATE transaction per write."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime
+from typing import Any, Callable, TypeVar
+
+from app.models import ApiKey, Execution, ExecutionStatus, Page, Tenant, User, Workflow
+from app.store import _sqlite_rows as rows
+from app.store._rules import (
+    WORKFLOW_DELETED,
+    Bucket,
+    check_limit,
+    email_key,
+    idempotency_cutoff,
+    make_page,
+    take_from_bucket,
+    terminal_status,
+)
+from app.store._sqlite_db import Connections, apply_migrations
+from app.store._sqlite_rows import from_ts, to_json, to_ts
+from app.store.base import Store, WorkerRecord
+
+T = TypeVar("T")
+
+# The cancel rule (see Store.request_cancel): queued ends at once, running is flagged for its owner;
+# a reason recorded earlier is kept.
+_CANCEL = """
+    UPDATE executions SET
+        status = CASE status WHEN 'queued' THEN 'cancelled' ELSE status END,
+        finished_at = CASE status WHEN 'queued' THEN :now ELSE finished_at END,
+        cancelled_by = COALESCE(cancelled_by, :by)
+    WHERE tenant_id = :tenant_id AND status IN ('queued', 'running') AND """
+
+
+def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
+    # fetchall, not fetchone: an unfinished statement would block the COMMIT.
+    found = conn.execute(sql, params).fetchall()
+    return found[0] if found else None
+
+
+def _equal(**filters: Any) -> tuple[list[str], list[Any]]:
+    """Return `column = ?` clauses and their parameters for the optional filters that are given."""
+    given = {column: value for column, value in filters.items() if value is not None}
+    return [f"{column} = ?" for column in given], list(given.values())
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
+        # FULL by default: a 202 promises the execution is recorded, so every commit must reach the disk.
+        self._db = Connections(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+        self.path = path
+
+    def _get(self, mapper: Callable[[sqlite3.Row], T], sql: str, params: Any) -> T | None:
+        found = self._db.read(sql, params)
+        return mapper(found[0]) if found else None
+
+    def _newest_first(
+        self, table: str, clauses: list[str], params: list[Any], limit: int, cursor: str | None
+    ) -> list[sqlite3.Row]:
+        """Rows of `table` matching every clause, newest first, one more than `limit` to tell if more exist."""
+        check_limit(limit)
+        if cursor is not None:
+            clauses, params = clauses + ["id < ?"], params + [cursor]
+        where = " AND ".join(clauses) or "1"
+        return self._db.read(f"SELECT * FROM {table} WHERE {where} ORDER BY id DESC LIMIT ?", params + [limit + 1])
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def init_schema(self) -> None:
+        with self._db.transaction() as conn:
+            apply_migrations(conn)
+
+    def ping(self) -> None:
+        self._db.read("SELECT 1")
+
+    def close(self) -> None:
+        """Close the calling thread's connection and those left by threads that have ended."""
+        me = threading.current_thread()
+        self._db.close(lambda thread: thread is me or not thread.is_alive())
+
+    def close_all(self) -> None:
+        """Close every connection; only at shutdown, when no other thread uses the store."""
+        self._db.close(lambda thread: True)
+
+    # --- tenants, users, API keys ------------------------------------------------------------------
+    def ensure_tenant(self, name: str, *, tenant_id: str, now: datetime) -> Tenant:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (tenant_id, name, to_ts(now)),
+            )
+            return rows.tenant_from(_one(conn, "SELECT * FROM tenants WHERE name = ?", (name,)))
+
+    def create_user(self, user: User) -> User:
+        with self._db.transaction() as conn:
+            row = _one(
+                conn,
+                "INSERT INTO users (id, tenant_id, email, email_key, created_at) VALUES (?, ?, ?, ?, ?) RETURNING *",
+                (user.id, user.tenant_id, user.email, email_key(user.email), to_ts(user.created_at)),
+            )
+            return rows.user_from(row)
+
+    def get_user_by_email(self, email: str) -> User | None:
+        return self._get(rows.user_from, "SELECT * FROM users WHERE email_key = ?", (email_key(email),))
+
+    def add_api_key(self, key: ApiKey) -> ApiKey:
+        with self._db.transaction() as conn:
+            row = _one(
+                conn,
+                "INSERT INTO api_keys (id, user_id, tenant_id, prefix, key_hash, created_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                (key.id, key.user_id, key.tenant_id, key.prefix, key.key_hash, to_ts(key.created_at),
+                 to_ts(key.revoked_at)),
+            )
+            return rows.api_key_from(row)
+
+    def get_api_key(self, prefix: str) -> ApiKey | None:
+        return self._get(rows.api_key_from, "SELECT * FROM api_keys WHERE prefix = ?", (prefix,))
+
+    def revoke_api_key(self, prefix: str, *, now: datetime) -> bool:
+        with self._db.transaction() as conn:
+            sql = "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL"
+            return conn.execute(sql, (to_ts(now), prefix)).rowcount == 1
+
+    # --- workflows ---------------------------------------------------------------------------------
+    def create_workflow(self, workflow: Workflow) -> Workflow:
+        w = workflow
+        with self._db.transaction() as conn:
+            row = _one(
+                conn,
+                "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
+                " secret, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config),
+                 int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at)),
+            )
+            return rows.workflow_from(row)
+
+    def get_workflow(self, tenant_id: str | None, workflow_id: str) -> Workflow | None:
+        clauses, params = _equal(tenant_id=tenant_id)
+        where = " AND ".join(["id = ?", "deleted_at IS NULL", *clauses])
+        return self._get(rows.workflow_from, f"SELECT * FROM workflows WHERE {where}", [workflow_id, *params])
+
+    def list_workflows(self, tenant_id: str | None, *, limit: int, cursor: str | None = None) -> Page[Workflow]:
+        clauses, params = _equal(tenant_id=tenant_id)
+        found = self._newest_first("workflows", clauses + ["deleted_at IS NULL"], params, limit, cursor)
+        return make_page([rows.workflow_from(row) for row in found], limit)
+
+    def update_workflow(self, workflow: Workflow) -> Workflow | None:
+        w = workflow
+        with self._db.transaction() as conn:
+            row = _one(
+                conn,
+                "UPDATE workflows SET name = ?, trigger_type = ?, action_type = ?, config = ?, enabled = ?,"
+                " secret = ?, updated_at = ? WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL RETURNING *",
+                (w.name, w.trigger_type, w.action_type, to_json(w.config), int(w.enabled), w.secret,
+                 to_ts(w.updated_at), w.id, w.tenant_id),
+            )
+            return rows.workflow_from(row) if row else None
+
+    def delete_workflow(self, tenant_id: str, workflow_id: str, *, now: datetime) -> bool:
+        with self._db.transaction() as conn:
+            deleted = conn.execute(
+                "UPDATE workflows SET deleted_at = ? WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL",
+                (to_ts(now), workflow_id, tenant_id),
+            ).rowcount
+            if deleted:
+                conn.execute(
+                    _CANCEL + "workflow_id = :id",
+                    {"now": to_ts(now), "by": WORKFLOW_DELETED, "tenant_id": tenant_id, "id": workflow_id},
+                )
+            return deleted == 1
+
+    # --- executions --------------------------------------------------------------------------------
+    def create_execution(
+        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0
+    ) -> tuple[Execution, bool]:
+        with self._db.transaction() as conn:
+            if idempotency_key is not None:
+                first_id = self._use_key(conn, execution, idempotency_key, idempotency_ttl)
+                if first_id is not None:
+                    return rows.execution_from(_one(conn, "SELECT * FROM executions WHERE id = ?", (first_id,))), False
+            return rows.execution_from(_one(conn, rows.INSERT_EXECUTION, rows.execution_values(execution))), True
+
+    @staticmethod
+    def _use_key(conn: sqlite3.Connection, execution: Execution, key: str, ttl: float) -> str | None:
+        """Point `key` at the execution unless an earlier one holds it within the TTL; return that one's id."""
+        taken = _one(
+            conn,
+            "INSERT INTO idempotency_keys (workflow_id, key, execution_id, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (workflow_id, key) DO UPDATE"
+            " SET execution_id = excluded.execution_id, created_at = excluded.created_at"
+            " WHERE idempotency_keys.created_at <= ? RETURNING execution_id",
+            (execution.workflow_id, key, execution.id, to_ts(execution.created_at),
+             to_ts(idempotency_cutoff(execution.created_at, ttl))),
+        )
+        if taken is not None:
+            return None
+        sql = "SELECT execution_id FROM idempotency_keys WHERE workflow_id = ? AND key = ?"
+        return _one(conn, sql, (execution.workflow_id, key))["execution_id"]
+
+    def get_execution(self, tenant_id: str | None, execution_id: str) -> Execution | None:
+        clauses, params = _equal(tenant_id=tenant_id)
+        where = " AND ".join(["id = ?", *clauses])
+        return self._get(rows.execution_from, f"SELECT * FROM executions WHERE {where}", [execution_id, *params])
+
+    def list_executions(
+        self,
+        tenant_id: str | None,
+        *,
+        workflow_id: str | None = None,
+        status: ExecutionStatus | None = None,
+        limit: int,
+        cursor: str | None = None,
+    ) -> Page[Execution]:
+        status_value = ExecutionStatus(status).value if status is not None else None
+        clauses, params = _equal(tenant_id=tenant_id, workflow_id=workflow_id, status=status_value)
+        found = self._newest_first("executions", clauses, params, limit, cursor)
+        return make_page([rows.execution_from(row) for row in found], limit)
+
+    def claim_execution(self, execution_id: str, *, owner: str, now: datetime) -> Execution | None:
+        with self._db.transaction() as conn:
+            # A queued execution with a cancel request was cancelled while running in a process that
+            # then died: finish it as cancelled instead of running it again.
+            row = _one(
+                conn,
+                """UPDATE executions SET
+                       status = CASE WHEN cancelled_by IS NULL THEN 'running' ELSE 'cancelled' END,
+                       started_at = CASE WHEN cancelled_by IS NULL THEN :now ELSE started_at END,
+                       finished_at = CASE WHEN cancelled_by IS NULL THEN finished_at ELSE :now END,
+                       owner = :owner
+                   WHERE id = :id AND status = 'queued' AND (owner IS NULL OR owner = :owner)
+                   RETURNING *""",
+                {"now": to_ts(now), "owner": owner, "id": execution_id},
+            )
+            return rows.execution_from(row) if row is not None and row["status"] == "running" else None
+
+    def finish_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        status: ExecutionStatus,
+        attempts: int,
+        now: datetime,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        cancelled_by: str | None = None,
+    ) -> bool:
+        status = terminal_status(status)
+        with self._db.transaction() as conn:
+            return conn.execute(
+                "UPDATE executions SET status = ?, attempts = ?, finished_at = ?, result = ?, error = ?,"
+                " cancelled_by = COALESCE(?, cancelled_by) WHERE id = ? AND owner = ? AND status = 'running'",
+                (status.value, attempts, to_ts(now), None if result is None else to_json(result), error,
+                 cancelled_by, execution_id, owner),
+            ).rowcount == 1
+
+    def request_cancel(self, tenant_id: str, execution_id: str, *, by: str, now: datetime) -> Execution | None:
+        with self._db.transaction() as conn:
+            params = {"now": to_ts(now), "by": by, "tenant_id": tenant_id, "id": execution_id}
+            conn.execute(_CANCEL + "id = :id", params)
+            row = _one(conn, "SELECT * FROM executions WHERE id = ? AND tenant_id = ?", (execution_id, tenant_id))
+            return rows.execution_from(row) if row else None
+
+    def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
+        found = self._db.read(
+            "SELECT id, cancelled_by FROM executions"
+            " WHERE status = 'running' AND owner = ? AND cancelled_by IS NOT NULL ORDER BY id",
+            (owner,),
+        )
+        return [(row["id"], row["cancelled_by"]) for row in found]
+
+    def release_executions(self, owner: str) -> int:
+        with self._db.transaction() as conn:
+            return conn.execute(
+                "UPDATE executions SET status = 'queued', owner = NULL, started_at = NULL"
+                " WHERE status IN ('queued', 'running') AND owner = ?",
+                (owner,),
+            ).rowcount
+
+    def adopt_orphans(self, owner: str, *, dead_owners: list[str], limit: int) -> list[Execution]:
+        check_limit(limit)
+        with self._db.transaction() as conn:
+            found = conn.execute(
+                """UPDATE executions SET status = 'queued', owner = :owner, started_at = NULL
+                   WHERE id IN (
+                       SELECT id FROM executions
+                       WHERE (status = 'queued' AND owner IS NULL)
+                          OR (status IN ('queued', 'running') AND owner IN (SELECT value FROM json_each(:dead)))
+                       ORDER BY created_at, id LIMIT :limit)
+                   RETURNING *""",
+                {"owner": owner, "dead": json.dumps(list(dead_owners)), "limit": limit},
+            ).fetchall()
+        # RETURNING gives no order guarantee.
+        return sorted(map(rows.execution_from, found), key=lambda e: (e.created_at, e.id))
+
+    def purge_executions(self, *, before: datetime) -> int:
+        with self._db.transaction() as conn:
+            sql = "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND created_at < ?"
+            return conn.execute(sql, (to_ts(before),)).rowcount
+
+    # --- process registry --------------------------------------------------------------------------
+    def heartbeat(self, worker: WorkerRecord) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO workers (id, host, pid, heartbeat_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+                " SET host = excluded.host, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at",
+                (worker.id, worker.host, worker.pid, to_ts(worker.heartbeat_at)),
+            )
+
+    def list_workers(self) -> list[WorkerRecord]:
+        return [rows.worker_from(row) for row in self._db.read("SELECT * FROM workers ORDER BY id")]
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    # --- rate limiting -------------------------------------------------------------------------------
+    def take_token(self, bucket: str, *, rate: float, burst: float, now: datetime) -> float:
+        with self._db.transaction() as conn:
+            row = _one(conn, "SELECT tokens, updated_at FROM rate_buckets WHERE bucket = ?", (bucket,))
+            current = Bucket(row["tokens"], from_ts(row["updated_at"])) if row else None
+            state, wait = take_from_bucket(current, rate=rate, burst=burst, now=now)
+            conn.execute(
+                "INSERT INTO rate_buckets (bucket, tokens, updated_at) VALUES (?, ?, ?) ON CONFLICT (bucket)"
+                " DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
+                (bucket, state.tokens, to_ts(state.updated_at)),
+            )
+            return wait

@@ -1,0 +1,253 @@
+"""SQLite-only behaviour: pragmas, migrations, error mapping, and real races between threads and processes."""
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from app.models import Execution, ExecutionStatus, User, Workflow, new_id
+from app.store import MemoryStore, SqliteStore, StoreError, create_store
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+PROCESS_TIMEOUT = 60
+
+
+@pytest.fixture
+def db_path(tmp_path) -> str:
+    return str(tmp_path / "nested" / "dir" / "ipaas.sqlite3")
+
+
+@pytest.fixture
+def store(db_path):
+    sqlite_store = SqliteStore(db_path)
+    sqlite_store.init_schema()
+    yield sqlite_store
+    sqlite_store.close_all()
+
+
+def seed_workflow(store: SqliteStore) -> Workflow:
+    tenant = store.ensure_tenant("acme", tenant_id="tn_1", now=T0)
+    user = store.create_user(User(id="usr_1", tenant_id=tenant.id, email="a@x.test", created_at=T0))
+    return store.create_workflow(Workflow(id="wf_1", tenant_id=tenant.id, user_id=user.id, name="n",
+                                          trigger_type="webhook", action_type="http_request",
+                                          config={"url": "https://x.test"}, enabled=True, created_at=T0,
+                                          updated_at=T0))
+
+
+def queued(workflow_id: str, number: int, owner: str | None = None) -> Execution:
+    created_at = T0 + timedelta(milliseconds=number)
+    return Execution(id=new_id("ex", created_at), tenant_id="tn_1", workflow_id=workflow_id,
+                     status=ExecutionStatus.QUEUED, trigger="webhook", payload={"n": number},
+                     created_at=created_at, owner=owner)
+
+
+def run_processes(target, args_per_process: list[tuple]) -> list:
+    """Start one spawned process per args tuple, released together by a barrier; return what each sends back."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(len(args_per_process)), context.Queue()
+    processes = [context.Process(target=target, args=(barrier, results, *args)) for args in args_per_process]
+    for process in processes:
+        process.start()
+    try:
+        collected = [results.get(timeout=PROCESS_TIMEOUT) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=PROCESS_TIMEOUT)
+    assert [process.exitcode for process in processes] == [0] * len(processes)
+    results.close()
+    results.join_thread()
+    return collected
+
+
+def create_with_keys(barrier, results, path: str, keys: list[str]) -> None:
+    """Child process: create one execution per idempotency key, all in a race with the other child."""
+    store = SqliteStore(path)
+    try:
+        barrier.wait(timeout=PROCESS_TIMEOUT)
+        results.put({key: store.create_execution(queued("wf_1", n), idempotency_key=key)[0].id
+                     for n, key in enumerate(keys)})
+    finally:
+        store.close()
+
+
+def adopt_all(barrier, results, path: str, owner: str, rounds: int) -> None:
+    """Child process: adopt orphans in small batches until none are left."""
+    store = SqliteStore(path)
+    try:
+        barrier.wait(timeout=PROCESS_TIMEOUT)
+        adopted: list[str] = []
+        for _ in range(rounds):
+            batch = store.adopt_orphans(owner, dead_owners=["proc-dead"], limit=7)
+            if not batch:
+                break
+            adopted += [execution.id for execution in batch]
+        results.put((owner, adopted))
+    finally:
+        store.close()
+
+
+# --- setup and pragmas -----------------------------------------------------------------------------
+def test_connections_use_wal_foreign_keys_and_durable_commits(store):
+    pragmas = {name: store._db.read(f"PRAGMA {name}")[0][0] for name in ("journal_mode", "foreign_keys", "synchronous")}
+    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 2}
+
+
+def test_synchronous_mode_is_configurable_and_checked(db_path):
+    relaxed = SqliteStore(db_path, synchronous="normal")
+    assert relaxed._db.read("PRAGMA synchronous")[0][0] == 1
+    relaxed.close()
+    with pytest.raises(ValueError):
+        SqliteStore(db_path, synchronous="FULL; DROP TABLE executions")
+
+
+def test_init_schema_is_idempotent_and_records_the_version(store, db_path):
+    seed_workflow(store)
+    store.init_schema()
+    SqliteStore(db_path).init_schema()
+    assert [tuple(row) for row in store._db.read("SELECT version FROM schema_version")] == [(1,)]
+    assert store.get_workflow(None, "wf_1").name == "n"
+
+
+def test_naive_timestamps_are_refused(store):
+    with pytest.raises(ValueError):
+        store.ensure_tenant("acme", tenant_id="tn_1", now=datetime(2024, 5, 1, 12, 0))
+
+
+def test_timestamps_are_stored_as_sortable_utc_text(store):
+    store.ensure_tenant("acme", tenant_id="tn_1", now=datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))))
+    assert store._db.read("SELECT created_at FROM tenants")[0][0] == "2024-05-01T12:00:00.000000+00:00"
+
+
+# --- errors ----------------------------------------------------------------------------------------
+def test_an_unreachable_database_raises_store_error(tmp_path):
+    (tmp_path / "not-a-dir").write_text("")
+    unreachable = SqliteStore(str(tmp_path / "not-a-dir" / "db.sqlite3"))
+    with pytest.raises(StoreError):
+        unreachable.ping()
+
+
+def test_a_locked_database_raises_store_error(store, db_path):
+    impatient = SqliteStore(db_path, busy_timeout_ms=50)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError):
+            impatient.remove_worker("proc-a")
+        blocker.execute("ROLLBACK")
+    finally:
+        blocker.close()
+        impatient.close()
+
+
+def test_dangling_references_are_refused(store):
+    with pytest.raises(ValueError):
+        store.create_execution(queued("wf_missing", 1))
+    assert store.list_executions(None, limit=10).items == []
+
+
+# --- connections -----------------------------------------------------------------------------------
+def test_close_reaps_connections_of_finished_threads(store):
+    thread = threading.Thread(target=store.ping)
+    thread.start()
+    thread.join(timeout=PROCESS_TIMEOUT)
+    store.ping()
+    assert store._db.count() == 2
+    store.close()
+    assert store._db.count() == 0
+    store.ping()  # reconnects on demand
+
+
+def test_close_all_closes_other_threads_connections_and_they_reconnect(store):
+    pinged, closed = threading.Event(), threading.Event()
+
+    def ping_twice() -> None:
+        store.ping()
+        pinged.set()
+        closed.wait(timeout=PROCESS_TIMEOUT)
+        store.ping()
+        store.close()
+
+    thread = threading.Thread(target=ping_twice)
+    thread.start()
+    assert pinged.wait(timeout=PROCESS_TIMEOUT)
+    store.close_all()
+    assert store._db.count() == 0
+    closed.set()
+    thread.join(timeout=PROCESS_TIMEOUT)
+    assert not thread.is_alive()
+
+
+# --- races -----------------------------------------------------------------------------------------
+def test_racing_threads_claim_an_execution_exactly_once(store):
+    seed_workflow(store)
+    execution, _ = store.create_execution(queued("wf_1", 1))
+    barrier, lock, winners = threading.Barrier(8), threading.Lock(), []
+
+    def claim(owner: str) -> None:
+        try:
+            barrier.wait(timeout=PROCESS_TIMEOUT)
+            claimed = store.claim_execution(execution.id, owner=owner, now=T0)
+            with lock:
+                winners.append(claimed)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=claim, args=(f"proc-{n}",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=PROCESS_TIMEOUT)
+    assert len(winners) == 8
+    claims = [claimed for claimed in winners if claimed is not None]
+    assert len(claims) == 1
+    assert store.get_execution(None, execution.id).owner == claims[0].owner
+
+
+@pytest.mark.slow
+def test_racing_processes_share_idempotency_keys(store, db_path):
+    seed_workflow(store)
+    keys = [f"evt-{n}" for n in range(50)]
+    first, second = run_processes(create_with_keys, [(db_path, keys), (db_path, keys)])
+    assert first == second
+    assert len(set(first.values())) == 50
+    assert len(store.list_executions(None, limit=200).items) == 50
+
+
+@pytest.mark.slow
+def test_racing_processes_adopt_every_orphan_exactly_once(store, db_path):
+    workflow = seed_workflow(store)
+    for n in range(200):
+        store.create_execution(queued(workflow.id, n, owner="proc-dead" if n % 2 else None))
+    reports = dict(run_processes(adopt_all, [(db_path, "proc-a", 100), (db_path, "proc-b", 100)]))
+    adopted = reports["proc-a"] + reports["proc-b"]
+    assert len(adopted) == len(set(adopted)) == 200
+    for owner, ids in reports.items():
+        assert {store.get_execution(None, execution_id).owner for execution_id in ids} <= {owner}
+
+
+# --- create_store ----------------------------------------------------------------------------------
+def test_create_store_resolves_sqlite_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = create_store("sqlite:///instance/ipaas.sqlite3")
+    absolute = create_store(f"sqlite:///{tmp_path}/abs.sqlite3")
+    assert isinstance(relative, SqliteStore) and relative.path == str(tmp_path / "instance" / "ipaas.sqlite3")
+    assert absolute.path == str(tmp_path / "abs.sqlite3")
+    assert isinstance(create_store("memory://"), MemoryStore)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://admin:hunter2@db/ipaas", "PostgreSQL support is not built yet"),
+        ("mysql://admin:hunter2@db/ipaas", "'mysql'"),
+        ("sqlite:///", "file path"),
+        ("sqlite://host/relative.db", "'sqlite'"),
+    ],
+)
+def test_create_store_refuses_other_urls_without_echoing_secrets(url, message):
+    with pytest.raises(ValueError, match=message) as refused:
+        create_store(url)
+    assert "hunter2" not in str(refused.value)
