@@ -66,6 +66,10 @@ class CancelToken:
             return True
         return False
 
+    def expire(self) -> bool:
+        """Cancel with TIMEOUT if the deadline has passed; return whether the token is set."""
+        return self.cancelled
+
     def remaining(self) -> float | None:
         """Seconds left before the deadline, or None without one."""
         return None if self.deadline is None else max(0.0, self.deadline - self._clock())

@@ -1,0 +1,120 @@
+"""The engine's supervisor thread: job deadlines, cross-process cancels, heartbeats, crash recovery.
+
+A cancel requested through another gunicorn process is only recorded in the store; polling
+`cancel_requests` here is how it reaches the job. Executions owned by a process that died (no
+heartbeat for `dead_after` s, or a pid on this host that no longer exists) are adopted, as are
+the unowned ones a clean shutdown handed back: delivery is at-least-once."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable
+
+from app.models import utcnow
+from app.store.base import Store, WorkerRecord
+
+if TYPE_CHECKING:
+    from app.engine.pool import BoundedExecutor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SupervisorTiming:
+    tick: float = 0.25  # seconds between rounds: deadlines and cancels take effect within this
+    heartbeat_every: float = 5.0
+    dead_after: float = 30.0  # a heartbeat older than this marks its process dead
+    recover_every: float = 1.0
+
+
+def pid_alive(pid: int) -> bool:
+    """Tell whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+class Supervisor:
+    def __init__(self, engine: BoundedExecutor, store: Store, timing: SupervisorTiming, *,
+                 clock: Callable[[], datetime] = utcnow):
+        self._engine = engine
+        self._store = store
+        self._timing = timing
+        self._clock = clock
+        self._host = socket.gethostname()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_heartbeat = self._next_recovery = 0.0
+
+    def start(self) -> None:
+        """Register this process, recover orphans at once, then run the loop in a daemon thread."""
+        self.heartbeat()
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="ipaas-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._timing.tick):
+            try:
+                self.tick()
+            # The supervisor must outlive any one failure (the store briefly down, say): log, go on.
+            except Exception:
+                log.exception("supervisor round failed")
+        self._store.close()  # this thread's connection
+
+    def tick(self) -> None:
+        """One round: expire deadlines, deliver store cancels, heartbeat and recover when due."""
+        tokens = self._engine.running_tokens()
+        for token in tokens:
+            token.expire()  # shuts down its sockets, so even a job blocked in a read times out
+        if tokens:
+            for execution_id, by in self._store.cancel_requests(self._engine.owner_id):
+                self._engine.cancel(execution_id, by)
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self.heartbeat()
+        if now >= self._next_recovery:
+            self.recover()
+
+    def heartbeat(self) -> None:
+        self._store.heartbeat(WorkerRecord(self._engine.owner_id, self._host, os.getpid(), self._clock()))
+        self._next_heartbeat = time.monotonic() + self._timing.heartbeat_every
+
+    def _dead(self, worker: WorkerRecord, now: datetime) -> bool:
+        if worker.id == self._engine.owner_id:
+            return False
+        if (now - worker.heartbeat_at).total_seconds() > self._timing.dead_after:
+            return True
+        return worker.host == self._host and not pid_alive(worker.pid)
+
+    def recover(self) -> None:
+        """Adopt orphaned executions into the free slots; forget dead processes left owning nothing."""
+        self._next_recovery = time.monotonic() + self._timing.recover_every
+        with self._engine.free_slots(self._engine.capacity) as slots:
+            if not slots:
+                return
+            now = self._clock()
+            dead = [worker.id for worker in self._store.list_workers() if self._dead(worker, now)]
+            adopted = self._store.adopt_orphans(self._engine.owner_id, dead_owners=dead, limit=len(slots))
+            for slot, execution in zip(slots, adopted):
+                slot.submit(execution.id)
+        if adopted:
+            log.info("adopted orphaned executions", extra={"data": {"count": len(adopted), "dead_owners": dead}})
+        if len(adopted) < len(slots):  # nothing is left to adopt from them
+            for worker_id in dead:
+                self._store.remove_worker(worker_id)
+                log.info("removed dead worker", extra={"data": {"worker": worker_id}})

@@ -1,0 +1,122 @@
+"""Templates in workflow configs: Jinja2 in a sandbox, compiled once per distinct source text.
+
+Undefined values render as an empty string, chains included (`payload.user.name` when the payload
+has no `user`): webhook payloads vary, and a missing optional field should not fail the action.
+Anything else that goes wrong while rendering (a filter applied to the wrong type, a sandbox
+violation, a division by zero, an oversized result) raises RenderError, which fails the execution
+with a message that names the config field. The sandbox hides Python internals (`__class__` and
+friends render as undefined) and caps the size of `*` and `**` results."""
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any, Iterator
+
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from app.errors import ValidationFailed
+from app.models import Execution, Workflow, isoformat
+
+MAX_OUTPUT = 1024 * 1024  # characters one template may produce
+MAX_EXPONENT = 1000
+_MARKERS = ("{{", "{%", "{#")
+
+
+class RenderError(Exception):
+    """A template failed while rendering; the message names the config field."""
+
+
+class _Environment(SandboxedEnvironment):
+    """The sandbox, with `*` and `**` unable to build huge values."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
+        if op == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} is too large")
+        if op == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_OUTPUT:
+                    raise SecurityError("repeated value is too large")
+        return operator.pow(left, right) if op == "**" else operator.mul(left, right)
+
+
+_ENV = _Environment(autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(source: str) -> Template:
+    return _ENV.from_string(source)
+
+
+def is_template(source: str) -> bool:
+    """Tell whether `source` holds any template syntax (plain strings skip Jinja entirely)."""
+    return any(marker in source for marker in _MARKERS)
+
+
+def check(source: str, field: str = "template") -> None:
+    """Raise ValidationFailed naming `field` and the line if `source` is not a valid template."""
+    if not is_template(source):
+        return
+    try:
+        _compile(source)
+    except TemplateSyntaxError as exc:
+        raise ValidationFailed(f"{field}: template syntax error on line {exc.lineno}: {exc.message}",
+                               field=field) from None
+
+
+def render(source: str, context: dict[str, Any], field: str = "template") -> str:
+    """Render one template string; raise RenderError naming `field` if it fails."""
+    if not is_template(source):
+        return source
+    try:
+        text = _compile(source).render(context)
+    # Rendering runs user code: any failure is the template's fault, reported as one typed error.
+    except Exception as exc:
+        raise RenderError(f"cannot render {field}: {type(exc).__name__}: {exc}") from exc
+    if len(text) > MAX_OUTPUT:
+        raise RenderError(f"cannot render {field}: result is longer than {MAX_OUTPUT} characters")
+    return text
+
+
+def strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Yield (field path, string) for every string leaf of a JSON value: config.body.user, config.blocks.0."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from strings(item, f"{path}.{index}")
+
+
+def check_all(value: Any, path: str = "config") -> None:
+    """Check every string leaf of a JSON value as a template."""
+    for field, source in strings(value, path):
+        check(source, field)
+
+
+def render_all(value: Any, context: dict[str, Any], path: str = "config") -> Any:
+    """Return a copy of a JSON value with every string leaf rendered."""
+    if isinstance(value, str):
+        return render(value, context, path)
+    if isinstance(value, dict):
+        return {key: render_all(item, context, f"{path}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [render_all(item, context, f"{path}.{index}") for index, item in enumerate(value)]
+    return value
+
+
+def context_for(execution: Execution, workflow: Workflow) -> dict[str, Any]:
+    """Return the variables templates see; header names are lower-case, as in headers["x-github-event"]."""
+    return {
+        "payload": execution.payload,
+        "headers": {name.lower(): value for name, value in execution.headers.items()},
+        "query": dict(execution.query),
+        "workflow": {"id": workflow.id, "name": workflow.name},
+        "execution": {"id": execution.id, "trigger": execution.trigger,
+                      "created_at": isoformat(execution.created_at)},
+    }

@@ -1,0 +1,169 @@
+"""The SSRF guard: address checks (no traffic) and the guarded HTTP client (traffic only to 127.0.0.1)."""
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from typing import Iterator
+
+import pytest
+import requests
+
+from app.connectors import ActionError
+from app.engine.cancel import Cancelled, CancelToken
+from app.engine.http import guarded_session
+from app.security.ssrf import STRICT, AddressPolicy, BlockedDestination, check_address, parse_ip_literal, \
+    resolve_and_check
+from tests.receiver import Receiver, Reply, make_client, receiver  # noqa: F401 (fixtures)
+
+BLOCKED = [
+    "127.0.0.1", "127.255.255.254", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1",
+    "169.254.169.254", "169.254.1.1", "100.64.0.1", "100.127.255.254", "0.0.0.0", "0.1.2.3",
+    "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255", "192.0.2.1", "198.18.0.1",
+    "::1", "::", "fc00::1", "fd12:3456::1", "fe80::1", "ff02::1", "fd00:ec2::254",
+    "::ffff:127.0.0.1", "::ffff:10.1.2.3", "::ffff:169.254.169.254", "::127.0.0.1",
+    "2002:7f00:1::", "2002:a00:1::", "64:ff9b::a00:1", "64:ff9b::7f00:1",
+]
+ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8",
+           "2002:808:808::", "64:ff9b::808:808"]
+
+
+@pytest.mark.parametrize("address", BLOCKED)
+def test_check_address_refuses_internal_ranges(address):
+    with pytest.raises(BlockedDestination, match="actions may only reach public addresses"):
+        check_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_check_address_allows_public_addresses(address):
+    check_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address, why", [
+    ("169.254.169.254", "cloud metadata"), ("127.0.0.1", "loopback"), ("10.0.0.1", "private"),
+    ("100.64.0.1", "shared"), ("::ffff:127.0.0.1", "loopback (embeds 127.0.0.1)"), ("ff02::1", "multicast"),
+])
+def test_check_address_says_why(address, why):
+    with pytest.raises(BlockedDestination, match=why.replace("(", r"\(").replace(")", r"\)")):
+        check_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("127.0.0.1", "127.0.0.1"), ("2130706433", "127.0.0.1"), ("0x7f000001", "127.0.0.1"),
+    ("0177.0.0.1", "127.0.0.1"), ("127.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"), ("[::1]", "::1"),
+    ("::ffff:127.0.0.1", "::ffff:7f00:1"), ("example.com", None), ("1.2.3.4.example.com", None),
+])
+def test_parse_ip_literal_reads_every_inet_aton_form(host, expected):
+    parsed = parse_ip_literal(host)
+    assert (str(parsed) if parsed else None) == expected
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "[::1]",
+                                  "::ffff:127.0.0.1", "localhost"])
+def test_resolve_and_check_refuses_loopback_in_any_spelling(host):
+    with pytest.raises(BlockedDestination):
+        resolve_and_check(host, 80, STRICT)
+
+
+def test_resolve_and_check_returns_addresses_when_private_networks_are_allowed():
+    infos = resolve_and_check("2130706433", 8080, AddressPolicy(allow_private=True))
+    assert [sockaddr for *_, sockaddr in infos] == [("127.0.0.1", 8080)]
+
+
+def test_policy_exception_admits_one_address_and_port_only():
+    policy = AddressPolicy(exceptions=frozenset({(ipaddress.ip_address("127.0.0.1"), 8080)}))
+    policy.check(ipaddress.ip_address("127.0.0.1"), 8080)
+    with pytest.raises(BlockedDestination):
+        policy.check(ipaddress.ip_address("127.0.0.1"), 8081)
+    with pytest.raises(BlockedDestination):
+        policy.check(ipaddress.ip_address("127.0.0.2"), 8080)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "2130706433", "0x7f000001", "127.1", "[::1]",
+                                  "[::ffff:127.0.0.1]", "localhost"])
+def test_client_refuses_loopback_without_sending(make_client, receiver, host):
+    client = make_client(policy=STRICT)
+    with pytest.raises(ActionError, match="actions may only reach public addresses") as caught:
+        client.send("POST", f"http://{host}:{receiver.port}/x", token=CancelToken(), data=b"{}")
+    assert not caught.value.retryable
+    assert receiver.requests() == []
+
+
+def _first_hop_only(receiver: Receiver) -> AddressPolicy:
+    return AddressPolicy(exceptions=frozenset({(ipaddress.ip_address("127.0.0.1"), receiver.port)}))
+
+
+@pytest.mark.parametrize("target", ["other_port", "[::1]", "127.0.0.2", "metadata"])
+def test_client_refuses_a_redirect_to_a_forbidden_address(make_client, receiver, target):
+    with Receiver() as forbidden:
+        location = {
+            "other_port": forbidden.url("/stolen"),
+            "[::1]": f"http://[::1]:{forbidden.port}/stolen",
+            "127.0.0.2": f"http://127.0.0.2:{forbidden.port}/stolen",
+            "metadata": "http://169.254.169.254/latest/meta-data/",
+        }[target]
+        receiver.redirect("/jump", location)
+        client = make_client(policy=_first_hop_only(receiver))
+        with pytest.raises(ActionError, match="actions may only reach public addresses"):
+            client.send("GET", receiver.url("/jump"), token=CancelToken())
+        assert [r.path for r in receiver.requests()] == ["/jump"]
+        assert forbidden.requests() == []
+
+
+def test_client_follows_an_allowed_redirect(make_client, receiver):
+    receiver.redirect("/jump", receiver.url("/landed"))
+    response = make_client(policy=_first_hop_only(receiver)).send("GET", receiver.url("/jump"), token=CancelToken())
+    assert response.status_code == 200
+    assert [r.path for r in receiver.requests()] == ["/jump", "/landed"]
+
+
+def test_client_stops_after_five_redirects(make_client, receiver):
+    receiver.redirect("/loop", receiver.url("/loop"))
+    with pytest.raises(ActionError, match="more than 5 redirects"):
+        make_client().send("GET", receiver.url("/loop"), token=CancelToken())
+    assert len(receiver.requests()) == 6
+
+
+@pytest.fixture
+def tls_files(tmp_path) -> tuple[str, str]:
+    """A self-signed certificate for localhost, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_receiver(tls_files) -> Iterator[Receiver]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    with Receiver(tls=context) as rx:
+        yield rx
+
+
+def test_tls_verifies_the_host_name_while_connecting_to_the_checked_address(make_client, tls_receiver, tls_files):
+    def trusting_session() -> requests.Session:
+        session = guarded_session()
+        session.verify = tls_files[0]
+        return session
+
+    client = make_client(session_factory=trusting_session)
+    assert client.send("GET", tls_receiver.url("/ok"), token=CancelToken()).status_code == 200
+    with pytest.raises(ActionError, match="certificate verify failed"):
+        client.send("GET", f"https://127.0.0.1:{tls_receiver.port}/ok", token=CancelToken())
+
+    tls_receiver.respond("/hang", Reply(hang=True))
+    token = CancelToken()
+    canceller = threading.Thread(target=lambda: (tls_receiver.wait_for(1, path="/hang"), token.cancel("api:usr_1")))
+    canceller.start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        client.send("GET", tls_receiver.url("/hang"), token=token, timeout=30)
+    assert time.monotonic() - started < 2.0
+    canceller.join(5)
