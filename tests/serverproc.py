@@ -1,0 +1,280 @@
+"""Run the real service under gunicorn (or its CLI) in tests, on a free port and a fresh SQLite file.
+
+    with GunicornServer({"IPAAS_WORKERS": "2"}, tmp_path, processes=2) as server:
+        response = server.request("GET", "/healthz")
+        assert server.logs()[0]["service"] == "ipaas-api"
+
+A restart is a new GunicornServer on the same tmp_path (same database), started after the first one
+stopped: `server.kill9()` then `GunicornServer(server.env, tmp_path).start()`, or `server.respawn()`.
+Every server runs in its own process group and is killed with it at exit, even if a test fails."""
+from __future__ import annotations
+
+import atexit
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 20.0
+_LIVE: set[GunicornServer] = set()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(tmp_path: Path, env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """Return os.environ plus this test's database, Prometheus directory and `env` (None unsets)."""
+    merged: dict[str, str | None] = {key: value for key, value in os.environ.items() if key != "GUNICORN_CMD_ARGS"}
+    merged.update({
+        "IPAAS_DATABASE_URL": f"sqlite:///{tmp_path}/ipaas.sqlite3",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    merged.update(env or {})
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def run_cli(args: Sequence[str], env: Mapping[str, str | None] | None, tmp_path: Path, *,
+            input: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run `flask --app wsgi ARGS` against the test's database; never raises on a non-zero exit."""
+    cli_env = service_env(tmp_path, env)
+    # Not a gunicorn worker: its samples must not be summed into a running server's /metrics.
+    cli_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT, env=cli_env,
+                          input=input, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy and return its value; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s: {message}")
+        time.sleep(interval)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _proc_table() -> Iterator[tuple[int, str, int, int]]:
+    """Yield (pid, state, ppid, pgrp) of every process, from /proc/<pid>/stat."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                text = stat.read()
+        except OSError:  # exited meanwhile
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        state, ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
+        yield int(entry.name), state, int(ppid), int(pgrp)
+
+
+class GunicornServer:
+    """`gunicorn -c gunicorn.conf.py wsgi:app` on 127.0.0.1, its logs in files under tmp_path."""
+
+    def __init__(self, env: Mapping[str, str | None] | None, tmp_path: Path, processes: int = 1, threads: int = 4,
+                 extra_args: Sequence[str] = (), *, port: int | None = None) -> None:
+        self.tmp_path = Path(tmp_path)
+        self.port = port or free_port()
+        self.processes, self.threads, self.extra_args = processes, threads, tuple(extra_args)
+        self.env = dict(env or {})
+        self.full_env = service_env(self.tmp_path, {
+            "IPAAS_PROCESSES": str(processes), "IPAAS_THREADS": str(threads), **self.env,
+            "IPAAS_BIND": f"127.0.0.1:{self.port}",
+        })
+        run = 1
+        while (self.tmp_path / f"gunicorn-{run}.stderr").exists():
+            run += 1
+        self.stdout_path = self.tmp_path / f"gunicorn-{run}.stdout"
+        self.stderr_path = self.tmp_path / f"gunicorn-{run}.stderr"
+        self.stderr_path.touch()  # claims the run number
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self, timeout: float = READY_TIMEOUT) -> GunicornServer:
+        """Launch gunicorn and wait until GET /healthz answers 200."""
+        assert self.proc is None, "already started: use respawn() for a new server"
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *self.extra_args, "wsgi:app"]
+        with open(self.stdout_path, "ab") as stdout, open(self.stderr_path, "ab") as stderr:
+            self.proc = subprocess.Popen(command, cwd=ROOT, env=self.full_env, stdin=subprocess.DEVNULL,
+                                         stdout=stdout, stderr=stderr, start_new_session=True)
+        _LIVE.add(self)
+        try:
+            wait_until(self._ready, timeout, "GET /healthz never answered 200")
+        except AssertionError as error:
+            self.kill9()
+            raise AssertionError(f"{error}; gunicorn exit code {self.proc.returncode}, log tail:\n"
+                                 f"{self.log_tail()}") from None
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.proc.returncode} while starting")
+        try:
+            return self.request("GET", "/healthz", timeout=1.0).status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def __enter__(self) -> GunicornServer:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def master_pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def worker_pids(self) -> list[int]:
+        """Return the pids of the master's live children (the workers)."""
+        return sorted(pid for pid, state, ppid, _ in _proc_table() if ppid == self.master_pid and state != "Z")
+
+    def group_pids(self) -> list[int]:
+        """Return the live processes of the server's process group: the master, workers, orphans."""
+        return sorted(pid for pid, state, _, pgrp in _proc_table() if pgrp == self.master_pid and state != "Z")
+
+    def terminate(self, timeout: float = 35.0) -> int:
+        """SIGTERM the master and return its exit code; on timeout kill the group and raise."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise
+        finally:
+            self._reap_group()
+
+    def kill9(self) -> None:
+        """SIGKILL the master and its workers at once (the process group), like a machine crash."""
+        if self.proc is None:
+            return
+        try:
+            if self.group_pids():
+                os.killpg(self.master_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        """Wait for orphaned workers to go, so nothing outlives the server object."""
+        _LIVE.discard(self)
+        if self.group_pids():
+            try:
+                wait_until(lambda: not self.group_pids(), 10.0, "processes left in the group")
+            except AssertionError:
+                os.killpg(self.master_pid, signal.SIGKILL)
+                wait_until(lambda: not self.group_pids(), 5.0, "processes survive SIGKILL")
+
+    def close(self) -> None:
+        """Stop the server whatever its state: SIGTERM, then SIGKILL for whatever is left."""
+        if self.proc is None:
+            return
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(int(self.full_env.get("IPAAS_GRACEFUL_TIMEOUT", 30)) + 5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill9()
+
+    def respawn(self, env: Mapping[str, str | None] | None = None, **overrides: Any) -> GunicornServer:
+        """Start a new server on this one's database and port (stop this one first); kwargs override.
+
+        Use it as a context manager (`with server.respawn() as again:`) so that it is stopped too."""
+        settings = {"processes": self.processes, "threads": self.threads, "extra_args": self.extra_args,
+                    "port": self.port, **overrides}
+        return GunicornServer(self.env if env is None else env, self.tmp_path, **settings).start()
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def request(self, method: str, path: str, body: bytes | str | dict | list | None = None,
+                headers: Mapping[str, str] | None = None, timeout: float = 10.0) -> Response:
+        """Send one request on a new connection; a dict or list body is sent as JSON."""
+        headers = dict(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+            headers.setdefault("Content-Type", "application/json")
+        if isinstance(body, str):
+            body = body.encode()  # http.client would encode a str as Latin-1
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return Response(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+    # -- logs ------------------------------------------------------------------------------------
+    def raw_logs(self) -> list[str]:
+        """Return every line written so far, stdout's then stderr's."""
+        lines: list[str] = []
+        for path in (self.stdout_path, self.stderr_path):
+            if path.exists():
+                lines.extend(path.read_text(errors="replace").splitlines())
+        return [line for line in lines if line.strip()]
+
+    def logs(self, strict: bool = True) -> list[dict[str, Any]]:
+        """Return the log lines parsed as JSON; a line that is not a JSON object raises, unless not strict."""
+        records, bad = [], []
+        for line in self.raw_logs():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad.append(line)
+        if bad and strict:
+            raise AssertionError("log lines that are not JSON objects:\n" + "\n".join(bad[:20]))
+        return records
+
+    def wait_for_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
+        """Return the first JSON log record matching `predicate`, waiting up to `timeout` s for it."""
+        def find() -> dict[str, Any] | None:
+            return next((record for record in self.logs(strict=False) if predicate(record)), None)
+
+        try:
+            return wait_until(find, timeout, "no matching log line")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; log tail:\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.raw_logs()[-lines:])
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in list(_LIVE):
+        server.kill9()
