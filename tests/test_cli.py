@@ -61,3 +61,40 @@ def test_every_command_has_help(runner):
                  ["executions", "list"], ["executions", "purge"]):
         result = runner.invoke(args=[*args, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output and len(result.output.splitlines()) > 3
+
+
+def _finished_execution(store, account, *, days_old: float, status: str = "succeeded"):
+    from datetime import timedelta
+
+    from app.models import Execution, ExecutionStatus, Workflow, new_id, utcnow
+
+    now = utcnow() - timedelta(days=days_old)
+    workflow = store.create_workflow(Workflow(
+        id=new_id("wf", now), tenant_id=account.tenant_id, user_id=account.user_id, name="w", trigger_type="manual",
+        action_type="http_request", config={"url": "https://example.com/"}, enabled=True, created_at=now, updated_at=now))
+    execution, _ = store.create_execution(Execution(
+        id=new_id("ex", now), tenant_id=account.tenant_id, workflow_id=workflow.id, trigger="manual",
+        status=ExecutionStatus(status), payload={}, created_at=now))
+    return execution
+
+
+def test_executions_list_filters_by_status_and_workflow(runner, app, account):
+    store = app.extensions["ipaas"].store
+    done = _finished_execution(store, account, days_old=0)
+    queued = _finished_execution(store, account, days_old=0, status="queued")
+    rows = [json.loads(line) for line in runner.invoke(args=["executions", "list", "--status", "queued"]).output.splitlines()]
+    assert [row["id"] for row in rows] == [queued.id] and "payload" not in rows[0]
+    rows = runner.invoke(args=["executions", "list", "--workflow", done.workflow_id]).output.splitlines()
+    assert [json.loads(row)["id"] for row in rows] == [done.id]
+    assert runner.invoke(args=["executions", "list", "--status", "nope"]).exit_code != 0
+
+
+def test_executions_purge_removes_only_old_finished_ones(runner, app, account):
+    store = app.extensions["ipaas"].store
+    old, recent = _finished_execution(store, account, days_old=40), _finished_execution(store, account, days_old=1)
+    old_queued = _finished_execution(store, account, days_old=40, status="queued")
+    result = runner.invoke(args=["executions", "purge", "--older-than", "30"])
+    assert result.exit_code == 0 and "purged 1" in result.output
+    assert store.get_execution(None, old.id) is None
+    assert store.get_execution(None, recent.id) is not None and store.get_execution(None, old_queued.id) is not None
+    assert runner.invoke(args=["executions", "purge", "--older-than", "-1"]).exit_code != 0
