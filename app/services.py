@@ -1,17 +1,19 @@
 """Use cases: the only code that touches both the store and the engine. Views call these."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
-from app import validation
+from app import logutils, validation
 from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
 from app.store import Store
 
+log = logging.getLogger(__name__)
 WAIT_POLL_SECONDS = 0.2
 
 
@@ -87,6 +89,10 @@ class Services:
                 execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"])
             if created:
                 slot.submit(execution.id)
+        with logutils.bind(tenant_id=workflow.tenant_id, workflow_id=workflow.id, execution_id=execution.id):
+            log.info("execution accepted" if created else "execution repeated: idempotency key seen",
+                     extra={"data": {"trigger": trigger, "status": execution.status.value,
+                                     "action_type": workflow.action_type}})
         return execution, created
 
     def run_now(self, principal: Principal, workflow_id: str, payload: Any) -> Execution:

@@ -23,7 +23,7 @@ from app.engine.runner import RetryPolicy
 from app.errors import QueueFull, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, User, Workflow, new_id, utcnow
-from app.store import MemoryStore, Store, WorkerRecord, create_store
+from app.store import MemoryStore, Store, StoreError, WorkerRecord, create_store
 from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
 
 QUEUED, SUCCEEDED, FAILED = ExecutionStatus.QUEUED, ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED
@@ -219,6 +219,33 @@ def test_worker_boundary_records_a_crash_and_survives(bench, receiver, caplog):
     assert "execution crashed" in caplog.messages
     assert bench.finished(engine, bench.enqueue(engine, bench.workflow({"url": receiver.url("/ok")}))).status \
         is SUCCEEDED
+
+
+class _StoreThatFailsFinishes:
+    """A store whose first `failures` finish_execution calls fail as an unreachable database would."""
+
+    def __init__(self, store: Store, failures: int):
+        self._store, self.failures = store, failures
+
+    def finish_execution(self, *args: Any, **kwargs: Any) -> bool:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("database is locked")
+        return self._store.finish_execution(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_outcome_is_recorded_once_the_store_answers_again(store, receiver):
+    flaky = _StoreThatFailsFinishes(store, failures=1)
+    bench = Bench(flaky)
+    engine = bench.engine(WORKERS=1)
+    try:
+        execution = bench.finished(engine, bench.enqueue(engine, bench.workflow({"url": receiver.url("/ok")})))
+        assert execution.status is SUCCEEDED and flaky.failures == 0 and len(receiver.requests("/ok")) == 1
+    finally:
+        engine.shutdown(grace=0)
 
 
 # --- cancellation --------------------------------------------------------------------------------------

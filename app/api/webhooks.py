@@ -50,9 +50,6 @@ def receive(workflow_id: str):
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
                                     headers=redact_headers(dict(request.headers)),
                                     query=request.args.to_dict(), idempotency_key=_idempotency_key())
-    logutils.add(execution_id=execution.id)
-    log.info("webhook accepted" if created else "webhook repeated: idempotency key seen",
-             extra={"data": {"status": execution.status.value}})
     if wait is None or not created:
         return jsonify({"execution_id": execution.id}), 202
     finished = svc.wait(execution, wait, _sender_hung_up)

@@ -22,6 +22,8 @@ from app.store.base import Store, StoreError
 log = logging.getLogger(__name__)
 
 BODY_LIMIT = 2048  # characters of a response body kept in the execution's result
+# An outcome is worth waiting for: the action already ran, and running it again is what we avoid.
+FINISH_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 Sleep = Callable[[CancelToken, float], None]
 
 
@@ -119,6 +121,7 @@ class Runner:
             outcome.error = "workflow was deleted"
             return
         outcome.action_type = workflow.action_type
+        logutils.add(user_id=workflow.user_id)
         self._log("execution started", ExecutionStatus.RUNNING, outcome, 0.0)
         try:
             token.check()  # cancelled while queued, in this process only: do not start the action
@@ -166,13 +169,19 @@ class Runner:
     def _finish(self, execution_id: str, outcome: Outcome, started: float) -> None:
         error = _clean(outcome.error) if outcome.error else None
         seconds = time.monotonic() - started
-        try:
-            recorded = self._store.finish_execution(
-                execution_id, owner=self.owner_id, status=outcome.status, attempts=outcome.attempts,
-                now=self._clock(), result=outcome.result, error=error, cancelled_by=outcome.cancelled_by)
-        except StoreError:
-            log.exception("execution outcome not recorded: store unavailable")
-            return
+        for delay in (*FINISH_RETRY_DELAYS, None):
+            try:
+                recorded = self._store.finish_execution(
+                    execution_id, owner=self.owner_id, status=outcome.status, attempts=outcome.attempts,
+                    now=self._clock(), result=outcome.result, error=error, cancelled_by=outcome.cancelled_by)
+                break
+            except StoreError:
+                if delay is None:
+                    # Left running under this live process: handed back at shutdown, adopted after a crash.
+                    log.exception("execution outcome not recorded: store unavailable")
+                    return
+                log.warning("store unavailable, retrying to record the outcome", extra={"data": {"delay_s": delay}})
+                time.sleep(delay)
         if not recorded:
             log.warning("execution outcome not recorded: no longer running here")
             return
