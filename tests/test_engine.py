@@ -18,7 +18,7 @@ import pytest
 
 from app import logutils
 from app.engine import BoundedExecutor, create_engine
-from app.engine.http import guarded_session
+from app.engine.guarded import guarded_session
 from app.engine.runner import RetryPolicy
 from app.errors import QueueFull, Unavailable
 from app.metrics import Metrics

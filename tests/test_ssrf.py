@@ -14,7 +14,7 @@ import requests
 
 from app.connectors import ActionError
 from app.engine.cancel import Cancelled, CancelToken
-from app.engine.http import guarded_session
+from app.engine.guarded import guarded_session
 from app.security.ssrf import STRICT, AddressPolicy, BlockedDestination, check_address, parse_ip_literal, \
     resolve_and_check
 from tests.receiver import Receiver, Reply, make_client, receiver  # noqa: F401 (fixtures)

@@ -1,0 +1,156 @@
+"""Connections for action requests that pass the SSRF guard and can be cancelled.
+
+Every connection, redirects included, is made by `_GuardedConnection._new_conn`: it resolves the
+host itself, checks every address (security/ssrf.py) and connects to a checked address, while TLS
+keeps SNI and certificate checks on the host name. Each socket a request uses is registered with
+the request's CancelToken, so a cancel shuts it down and a read blocked on a silent server returns
+at once instead of at its timeout."""
+from __future__ import annotations
+
+import contextvars
+import os
+import socket
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from app.engine.cancel import CancelToken
+from app.security.ssrf import AddressPolicy, resolve_and_check
+
+MAX_REDIRECTS = 5
+USER_AGENT = "ipaas/0.1"
+
+
+class _Call:
+    """One request in flight: its token, its address policy and the sockets a cancel must shut."""
+
+    def __init__(self, token: CancelToken, policy: AddressPolicy):
+        self.token = token
+        self.policy = policy
+        self._lock = threading.RLock()  # on_cancel runs _shut at once, inside watch, if already set
+        self._watched: list[tuple[socket.socket, Callable[[], None]]] = []
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock` down when the token is set. A dup of the descriptor is kept because TLS
+        wrapping detaches the original socket object; shutting the dup shuts the connection."""
+        with self._lock:
+            dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+            self._watched.append((dup, self.token.on_cancel(lambda: self._shut(dup))))
+
+    def _shut(self, dup: socket.socket) -> None:
+        with self._lock:  # never on a dup that close() has already closed
+            if dup.fileno() == -1:
+                return
+            try:
+                dup.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected (yet, or any more): nothing to interrupt
+
+    def close(self) -> None:
+        with self._lock:
+            for dup, unregister in self._watched:
+                unregister()
+                dup.close()
+            self._watched.clear()
+
+
+_current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("ipaas_http_call", default=None)
+
+
+def _call() -> _Call:
+    call = _current.get()
+    if call is None:
+        raise RuntimeError("guarded connections are only made inside HttpClient.send")
+    return call
+
+
+class _GuardedConnection:
+    """Mixin for urllib3 connections: resolve, check every address, connect to a checked one."""
+
+    def _new_conn(self) -> socket.socket:
+        call = _call()
+        try:
+            infos = resolve_and_check(self._dns_host, self.port, call.policy)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
+        error: OSError | None = None
+        for family, kind, proto, sockaddr in infos:
+            call.token.check()  # a cancel aborts a connect; do not go on to the next address
+            sock = socket.socket(family, kind, proto)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                sock.settimeout(timeout)
+                call.watch(sock)
+                sock.connect(sockaddr)
+                return sock
+            except TimeoutError as exc:
+                sock.close()
+                raise ConnectTimeoutError(self, f"connection to {self.host} timed out") from exc
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise NewConnectionError(self, str(error))
+
+    def request(self, *args, **kwargs) -> None:
+        if self.sock is not None:  # a pooled connection, reused by this request
+            _call().watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _GuardedHTTPConnection(_GuardedConnection, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnection, HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose every connection goes through the SSRF guard."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+def guarded_session() -> requests.Session:
+    """Return a Session whose connections all pass the guard and follow at most 5 redirects."""
+    session = requests.Session()
+    # Proxies from the environment would make the guard judge the proxy, not the destination;
+    # trust_env=False also drops the CA bundle variables, so they are read here as requests would.
+    session.trust_env = False
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.max_redirects = MAX_REDIRECTS
+    session.headers["User-Agent"] = USER_AGENT
+    adapter = GuardedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@contextmanager
+def guarded_call(token: CancelToken, policy: AddressPolicy) -> Iterator[None]:
+    """Make the connections opened inside the block obey `policy` and stop when `token` is set."""
+    call = _Call(token, policy)
+    reset = _current.set(call)
+    try:
+        yield
+    finally:
+        _current.reset(reset)
+        call.close()
