@@ -46,8 +46,8 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
 
 
 def shutdown_app(app: Flask, grace: float) -> None:
-    """Stop the app's engine (finishing or handing back its executions) and close the store."""
+    """Stop the app's engine (finishing or handing back its executions) and shut the store down."""
     services: Services = app.extensions["ipaas"]
     if services.engine is not None:
         services.engine.shutdown(grace)
-    services.store.close()
+    services.store.shutdown()

@@ -1,15 +1,21 @@
-"""SQLite-only behaviour: pragmas, migrations, error mapping, and real races between threads and processes."""
+"""SQLite-only behaviour: pragmas, migrations, error mapping, group commit, and real races between threads
+and processes."""
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
+import signal
 import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 import pytest
 
 from app.models import Execution, ExecutionStatus, User, Workflow, new_id
-from app.store import MemoryStore, SqliteStore, StoreError, create_store
+from app.store import DuplicateError, MemoryStore, SqliteStore, StoreError, create_store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 PROCESS_TIMEOUT = 60
@@ -25,7 +31,7 @@ def store(db_path):
     sqlite_store = SqliteStore(db_path)
     sqlite_store.init_schema()
     yield sqlite_store
-    sqlite_store.close_all()
+    sqlite_store.shutdown()
 
 
 def seed_workflow(store: SqliteStore) -> Workflow:
@@ -70,7 +76,7 @@ def create_with_keys(barrier, results, path: str, keys: list[str]) -> None:
         results.put({key: store.create_execution(queued("wf_1", n), idempotency_key=key)[0].id
                      for n, key in enumerate(keys)})
     finally:
-        store.close()
+        store.shutdown()
 
 
 def adopt_all(barrier, results, path: str, owner: str, rounds: int) -> None:
@@ -86,13 +92,17 @@ def adopt_all(barrier, results, path: str, owner: str, rounds: int) -> None:
             adopted += [execution.id for execution in batch]
         results.put((owner, adopted))
     finally:
-        store.close()
+        store.shutdown()
 
 
 # --- setup and pragmas -----------------------------------------------------------------------------
 def test_connections_use_wal_foreign_keys_and_durable_commits(store):
-    pragmas = {name: store._db.read(f"PRAGMA {name}")[0][0] for name in ("journal_mode", "foreign_keys", "synchronous")}
-    assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 2}
+    names = ("journal_mode", "foreign_keys", "synchronous")
+    expected = {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 2}
+    assert {name: store._db.read(f"PRAGMA {name}")[0][0] for name in names} == expected
+    # The writer's own connection too.
+    assert store._write(lambda conn: {name: conn.execute(f"PRAGMA {name}").fetchall()[0][0] for name in names}) \
+        == expected
 
 
 def test_synchronous_mode_is_configurable_and_checked(db_path):
@@ -127,6 +137,9 @@ def test_an_unreachable_database_raises_store_error(tmp_path):
     unreachable = SqliteStore(str(tmp_path / "not-a-dir" / "db.sqlite3"))
     with pytest.raises(StoreError):
         unreachable.ping()
+    with pytest.raises(StoreError):  # the writer cannot open its connection either, and says so
+        unreachable.remove_worker("proc-a")
+    unreachable.shutdown()
 
 
 def test_a_locked_database_raises_store_error(store, db_path):
@@ -137,9 +150,11 @@ def test_a_locked_database_raises_store_error(store, db_path):
         with pytest.raises(StoreError):
             impatient.remove_worker("proc-a")
         blocker.execute("ROLLBACK")
+        impatient.remove_worker("proc-a")  # the writer outlived the failed batch
+        assert impatient.stats()["failed_commits"] == 1
     finally:
         blocker.close()
-        impatient.close()
+        impatient.shutdown()
 
 
 def test_dangling_references_are_refused(store):
@@ -178,6 +193,193 @@ def test_close_all_closes_other_threads_connections_and_they_reconnect(store):
     closed.set()
     thread.join(timeout=PROCESS_TIMEOUT)
     assert not thread.is_alive()
+
+
+# --- group commit ----------------------------------------------------------------------------------
+class Plug:
+    """A write that holds the writer inside its transaction until released, so that the writes
+    submitted meanwhile queue up and form the next batch together."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.started, self.released = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=store._write, args=(self._hold,))
+        self.thread.start()
+        assert self.started.wait(timeout=PROCESS_TIMEOUT)
+
+    def _hold(self, conn: sqlite3.Connection) -> None:
+        self.started.set()
+        assert self.released.wait(timeout=PROCESS_TIMEOUT)
+
+    def release(self) -> None:
+        self.released.set()
+        self.thread.join(timeout=PROCESS_TIMEOUT)
+
+
+def in_threads(calls: dict[str, Callable[[], object]]) -> tuple[dict[str, threading.Thread], dict[str, object]]:
+    """Start one thread per call; each records its return value or exception under its name."""
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, call: Callable[[], object]) -> None:
+        try:
+            outcomes[name] = call()
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcomes[name] = exc
+
+    threads = {name: threading.Thread(target=run, args=(name, call)) for name, call in calls.items()}
+    for thread in threads.values():
+        thread.start()
+    return threads, outcomes
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + PROCESS_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_concurrent_writes_share_commits(store):
+    seed_workflow(store)
+    before = store.stats()
+    barrier = threading.Barrier(32)
+
+    def create_50(thread_number: int) -> None:
+        barrier.wait(timeout=PROCESS_TIMEOUT)
+        for n in range(50):
+            store.create_execution(queued("wf_1", thread_number * 100 + n))
+
+    threads = [threading.Thread(target=create_50, args=(t,)) for t in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=PROCESS_TIMEOUT)
+    after = store.stats()
+    assert store._db.read("SELECT count(*) FROM executions")[0][0] == 1600
+    assert after["writes"] - before["writes"] == 1600
+    # Each thread waits for its commit before its next write, so one commit can hold up to 32 writes.
+    assert after["commits"] - before["commits"] <= 1600 // 4
+    assert after["largest_batch"] > 1 and after["failed_commits"] == 0 and after["queued"] == 0
+
+
+def test_a_failing_write_does_not_affect_the_others_of_its_batch(store):
+    workflow = seed_workflow(store)
+    taken = store.create_execution(queued(workflow.id, 1))[0]
+    plug = Plug(store)
+    before = store.stats()
+    threads, outcomes = in_threads({
+        "user": lambda: store.create_user(User(id="usr_2", tenant_id="tn_1", email="b@x.test", created_at=T0)),
+        "taken email": lambda: store.create_user(User(id="usr_3", tenant_id="tn_1", email="A@X.test",
+                                                      created_at=T0)),
+        # Writes its idempotency key, then fails on the taken id: the key must go too.
+        "taken id": lambda: store.create_execution(taken, idempotency_key="evt-1"),
+        "execution": lambda: store.create_execution(queued(workflow.id, 2), idempotency_key="evt-2")[0],
+    })
+    wait_until(lambda: store.stats()["queued"] == 4)
+    plug.release()
+    for thread in threads.values():
+        thread.join(timeout=PROCESS_TIMEOUT)
+
+    assert store.stats()["commits"] == before["commits"] + 2  # the plug's batch, then these four's
+    assert store.stats()["largest_batch"] == 4
+    assert isinstance(outcomes["taken email"], DuplicateError)
+    assert isinstance(outcomes["taken id"], DuplicateError)
+    assert outcomes["user"] == store.get_user_by_email("b@x.test")
+    assert outcomes["execution"] == store.get_execution(None, outcomes["execution"].id)
+    assert store.get_user_by_email("a@x.test").id == "usr_1"
+    keys = store._db.read("SELECT key FROM idempotency_keys ORDER BY key")
+    assert [row["key"] for row in keys] == ["evt-2"]
+
+
+def test_writes_in_one_batch_see_each_other(store):
+    workflow = seed_workflow(store)
+    plug = Plug(store)
+    threads, outcomes = in_threads({
+        f"writer-{n}": lambda n=n: store.create_execution(queued(workflow.id, n), idempotency_key="evt-1")
+        for n in range(5)
+    })
+    wait_until(lambda: store.stats()["queued"] == 5)
+    plug.release()
+    for thread in threads.values():
+        thread.join(timeout=PROCESS_TIMEOUT)
+    assert sorted(created for _, created in outcomes.values()) == [False, False, False, False, True]
+    assert len({execution.id for execution, _ in outcomes.values()}) == 1
+
+
+def test_shutdown_commits_queued_writes_then_refuses_writes(store):
+    seed_workflow(store)
+    plug = Plug(store)
+    threads, outcomes = in_threads({"queued": lambda: store.create_execution(queued("wf_1", 1))[0]})
+    wait_until(lambda: store.stats()["queued"] == 1)
+    stopper = threading.Thread(target=store.shutdown)
+    stopper.start()
+    wait_until(lambda: store.stats()["queued"] == 2)  # the write, then the writer's stop
+    with pytest.raises(StoreError, match="store is shut down"):
+        store.remove_worker("proc-a")
+    plug.release()
+    stopper.join(timeout=PROCESS_TIMEOUT)
+    threads["queued"].join(timeout=PROCESS_TIMEOUT)
+    assert store.get_execution(None, outcomes["queued"].id) == outcomes["queued"]
+    assert not store._writer._thread.is_alive()
+    with pytest.raises(StoreError, match="store is shut down"):
+        store.create_execution(queued("wf_1", 2))
+    assert store.get_workflow(None, "wf_1") is not None  # reads still work
+
+
+def test_a_dropped_store_stops_its_writer(db_path):
+    dropped = SqliteStore(db_path)
+    dropped.init_schema()
+    dropped.remove_worker("proc-a")
+    writer = dropped._writer._thread
+    del dropped
+    gc.collect()
+    writer.join(timeout=PROCESS_TIMEOUT)
+    assert not writer.is_alive()
+
+
+def create_until_killed(path: str, report) -> None:
+    """Child process: create executions from 4 threads forever, reporting each id once created."""
+    store, lock = SqliteStore(path), threading.Lock()
+
+    def create(thread_number: int) -> None:
+        for n in range(10**9):
+            created, _ = store.create_execution(queued("wf_1", thread_number * 10**6 + n))
+            with lock:
+                report.send(created.id)
+
+    threads = [threading.Thread(target=create, args=(t,), daemon=True) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.mark.slow
+def test_every_write_reported_before_a_kill_is_on_disk(store, db_path):
+    seed_workflow(store)
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=create_until_killed, args=(db_path, sender))
+    child.start()
+    sender.close()
+    reported: list[str] = []
+    try:
+        while len(reported) < 300:
+            assert receiver.poll(PROCESS_TIMEOUT), "the child reported nothing"
+            reported.append(receiver.recv())
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(timeout=PROCESS_TIMEOUT)
+        while True:  # what the child sent before it died
+            try:
+                reported.append(receiver.recv())
+            except EOFError:
+                break
+    finally:
+        if child.is_alive():
+            child.kill()
+        receiver.close()
+    assert child.exitcode == -signal.SIGKILL
+    stored = {row["id"] for row in store._db.read("SELECT id FROM executions")}
+    assert set(reported) <= stored
 
 
 # --- races -----------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""SQLite connections for the store: one per thread, a transaction helper, error translation, migrations."""
+"""SQLite connections for the store: one per thread for reads, a transaction helper, error translation,
+migrations. Writes go through the store's writer thread (see _group_commit), which opens its own
+connection with `Connections.connect`."""
 from __future__ import annotations
 
 import sqlite3
@@ -53,7 +55,8 @@ def translated_errors() -> Iterator[None]:
 
 
 class Connections:
-    """One lazily opened connection per thread, all tracked so that they can be closed."""
+    """One lazily opened connection per thread, all tracked so that they can be closed (the writer's
+    connection, made by `connect` too, is its own and is not tracked here)."""
 
     def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
@@ -66,7 +69,8 @@ class Connections:
         self._lock = threading.Lock()
         self._open: dict[sqlite3.Connection, threading.Thread] = {}
 
-    def _connect(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
+        """Open a new connection with the store's pragmas; the caller owns it."""
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -88,14 +92,15 @@ class Connections:
         """Return the calling thread's connection, opening it if needed."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn not in self._open:  # never opened, or closed by close_all()
-            conn = self._local.conn = self._connect()
+            conn = self._local.conn = self.connect()
             with self._lock:
                 self._open[conn] = threading.current_thread()
         return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run the block in one write transaction, locked up front; commit, or roll back if it raises."""
+        """Run the block in one write transaction of the calling thread's connection, locked up front;
+        commit, or roll back if it raises. Only for init_schema: every other write goes to the writer."""
         with translated_errors():
             conn = self.current()
             # IMMEDIATE: writers queue on the lock at BEGIN instead of deadlocking on a later upgrade.

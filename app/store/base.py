@@ -54,6 +54,10 @@ class Store(ABC):
     def close(self) -> None:
         """Release connections held by the calling thread (and the store's, at shutdown)."""
 
+    def shutdown(self) -> None:
+        """Release every resource at process exit; the default is close()."""
+        self.close()
+
     # --- tenants, users, API keys ------------------------------------------------------------------
     @abstractmethod
     def ensure_tenant(self, name: str, *, tenant_id: str, now: datetime) -> Tenant:

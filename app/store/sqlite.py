@@ -1,14 +1,26 @@
-"""The SQLite backend: one connection per thread, WAL, and a BEGIN IMMEDIATE transaction per write."""
+"""The SQLite backend: WAL, reads on one connection per thread, writes group-committed by one writer thread.
+
+Each write method is written as a function of a connection, `write(conn)`, which the store's writer
+(see _group_commit) runs in its own savepoint of a shared BEGIN IMMEDIATE transaction; the method
+returns once that transaction has committed. So the contract's "each method is one transaction" holds
+for what callers can observe, at one fsync per batch instead of one per write.
+
+While the writer runs a batch it holds the database's write lock for every process, so the hot writes
+(create, claim and finish an execution) encode their parameters and decode their rows in the calling
+thread, and their `write` does nothing but SQL."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import weakref
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
 from app.models import ApiKey, Execution, ExecutionStatus, Page, Tenant, User, Workflow
 from app.store import _sqlite_rows as rows
+from app.store._group_commit import GroupCommitter
 from app.store._rules import (
     WORKFLOW_DELETED,
     Bucket,
@@ -24,6 +36,8 @@ from app.store._sqlite_rows import from_ts, to_json, to_ts
 from app.store.base import Store, WorkerRecord
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # The cancel rule (see Store.request_cancel): queued ends at once, running is flagged for its owner;
 # a reason recorded earlier is kept.
@@ -48,10 +62,21 @@ def _equal(**filters: Any) -> tuple[list[str], list[Any]]:
 
 
 class SqliteStore(Store):
+    """Create it in the process that uses it: its writer thread and connections do not survive a fork
+    (gunicorn loads the app in each worker, after the fork)."""
+
     def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
         # FULL by default: a 202 promises the execution is recorded, so every commit must reach the disk.
         self._db = Connections(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+        self._writer = GroupCommitter(self._db.connect)
+        # A store dropped without shutdown() (tests, scripts) must not leave its writer thread behind;
+        # the writer does not refer to the store, so the store can be collected.
+        weakref.finalize(self, self._writer.stop)
         self.path = path
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` as one write of the store: its result once committed, or its exception."""
+        return self._writer.write(fn)
 
     def _get(self, mapper: Callable[[sqlite3.Row], T], sql: str, params: Any) -> T | None:
         found = self._db.read(sql, params)
@@ -81,20 +106,35 @@ class SqliteStore(Store):
         self._db.close(lambda thread: thread is me or not thread.is_alive())
 
     def close_all(self) -> None:
-        """Close every connection; only at shutdown, when no other thread uses the store."""
+        """Close every reader connection; only at shutdown, when no other thread uses the store."""
         self._db.close(lambda thread: True)
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Commit the writes already submitted, stop the writer (later writes raise StoreError) and close
+        every connection. Waits up to `timeout` seconds for the writer."""
+        self._writer.stop()
+        if not self._writer.join(timeout):
+            log.error("the store's writer is still running %.0f s after shutdown", timeout)
+        self.close_all()
+
+    def stats(self) -> dict[str, int]:
+        """The writer's counters: commits (batches committed), writes (in those), failed_commits,
+        largest_batch, queued (writes waiting now)."""
+        return self._writer.stats()
 
     # --- tenants, users, API keys ------------------------------------------------------------------
     def ensure_tenant(self, name: str, *, tenant_id: str, now: datetime) -> Tenant:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Tenant:
             conn.execute(
                 "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
                 (tenant_id, name, to_ts(now)),
             )
             return rows.tenant_from(_one(conn, "SELECT * FROM tenants WHERE name = ?", (name,)))
 
+        return self._write(write)
+
     def create_user(self, user: User) -> User:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> User:
             row = _one(
                 conn,
                 "INSERT INTO users (id, tenant_id, email, email_key, created_at) VALUES (?, ?, ?, ?, ?) RETURNING *",
@@ -102,11 +142,13 @@ class SqliteStore(Store):
             )
             return rows.user_from(row)
 
+        return self._write(write)
+
     def get_user_by_email(self, email: str) -> User | None:
         return self._get(rows.user_from, "SELECT * FROM users WHERE email_key = ?", (email_key(email),))
 
     def add_api_key(self, key: ApiKey) -> ApiKey:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> ApiKey:
             row = _one(
                 conn,
                 "INSERT INTO api_keys (id, user_id, tenant_id, prefix, key_hash, created_at, revoked_at)"
@@ -116,18 +158,23 @@ class SqliteStore(Store):
             )
             return rows.api_key_from(row)
 
+        return self._write(write)
+
     def get_api_key(self, prefix: str) -> ApiKey | None:
         return self._get(rows.api_key_from, "SELECT * FROM api_keys WHERE prefix = ?", (prefix,))
 
     def revoke_api_key(self, prefix: str, *, now: datetime) -> bool:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> bool:
             sql = "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL"
             return conn.execute(sql, (to_ts(now), prefix)).rowcount == 1
+
+        return self._write(write)
 
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, workflow: Workflow) -> Workflow:
         w = workflow
-        with self._db.transaction() as conn:
+
+        def write(conn: sqlite3.Connection) -> Workflow:
             row = _one(
                 conn,
                 "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
@@ -136,6 +183,8 @@ class SqliteStore(Store):
                  int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at)),
             )
             return rows.workflow_from(row)
+
+        return self._write(write)
 
     def get_workflow(self, tenant_id: str | None, workflow_id: str) -> Workflow | None:
         clauses, params = _equal(tenant_id=tenant_id)
@@ -149,7 +198,8 @@ class SqliteStore(Store):
 
     def update_workflow(self, workflow: Workflow) -> Workflow | None:
         w = workflow
-        with self._db.transaction() as conn:
+
+        def write(conn: sqlite3.Connection) -> Workflow | None:
             row = _one(
                 conn,
                 "UPDATE workflows SET name = ?, trigger_type = ?, action_type = ?, config = ?, enabled = ?,"
@@ -159,8 +209,10 @@ class SqliteStore(Store):
             )
             return rows.workflow_from(row) if row else None
 
+        return self._write(write)
+
     def delete_workflow(self, tenant_id: str, workflow_id: str, *, now: datetime) -> bool:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> bool:
             deleted = conn.execute(
                 "UPDATE workflows SET deleted_at = ? WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL",
                 (to_ts(now), workflow_id, tenant_id),
@@ -172,16 +224,23 @@ class SqliteStore(Store):
                 )
             return deleted == 1
 
+        return self._write(write)
+
     # --- executions --------------------------------------------------------------------------------
     def create_execution(
         self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0
     ) -> tuple[Execution, bool]:
-        with self._db.transaction() as conn:
+        values = rows.execution_values(execution)  # encoded (and decoded below) off the writer's time
+
+        def write(conn: sqlite3.Connection) -> tuple[sqlite3.Row, bool]:
             if idempotency_key is not None:
                 first_id = self._use_key(conn, execution, idempotency_key, idempotency_ttl)
                 if first_id is not None:
-                    return rows.execution_from(_one(conn, "SELECT * FROM executions WHERE id = ?", (first_id,))), False
-            return rows.execution_from(_one(conn, rows.INSERT_EXECUTION, rows.execution_values(execution))), True
+                    return _one(conn, "SELECT * FROM executions WHERE id = ?", (first_id,)), False
+            return _one(conn, rows.INSERT_EXECUTION, values), True
+
+        row, created = self._write(write)
+        return rows.execution_from(row), created
 
     @staticmethod
     def _use_key(conn: sqlite3.Connection, execution: Execution, key: str, ttl: float) -> str | None:
@@ -220,10 +279,10 @@ class SqliteStore(Store):
         return make_page([rows.execution_from(row) for row in found], limit)
 
     def claim_execution(self, execution_id: str, *, owner: str, now: datetime) -> Execution | None:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> sqlite3.Row | None:
             # A queued execution with a cancel request was cancelled while running in a process that
             # then died: finish it as cancelled instead of running it again.
-            row = _one(
+            return _one(
                 conn,
                 """UPDATE executions SET
                        status = CASE WHEN cancelled_by IS NULL THEN 'running' ELSE 'cancelled' END,
@@ -234,7 +293,9 @@ class SqliteStore(Store):
                    RETURNING *""",
                 {"now": to_ts(now), "owner": owner, "id": execution_id},
             )
-            return rows.execution_from(row) if row is not None and row["status"] == "running" else None
+
+        row = self._write(write)
+        return rows.execution_from(row) if row is not None and row["status"] == "running" else None
 
     def finish_execution(
         self,
@@ -249,20 +310,26 @@ class SqliteStore(Store):
         cancelled_by: str | None = None,
     ) -> bool:
         status = terminal_status(status)
-        with self._db.transaction() as conn:
+        params = (status.value, attempts, to_ts(now), None if result is None else to_json(result), error,
+                  cancelled_by, execution_id, owner)
+
+        def write(conn: sqlite3.Connection) -> bool:
             return conn.execute(
                 "UPDATE executions SET status = ?, attempts = ?, finished_at = ?, result = ?, error = ?,"
                 " cancelled_by = COALESCE(?, cancelled_by) WHERE id = ? AND owner = ? AND status = 'running'",
-                (status.value, attempts, to_ts(now), None if result is None else to_json(result), error,
-                 cancelled_by, execution_id, owner),
+                params,
             ).rowcount == 1
 
+        return self._write(write)
+
     def request_cancel(self, tenant_id: str, execution_id: str, *, by: str, now: datetime) -> Execution | None:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Execution | None:
             params = {"now": to_ts(now), "by": by, "tenant_id": tenant_id, "id": execution_id}
             conn.execute(_CANCEL + "id = :id", params)
             row = _one(conn, "SELECT * FROM executions WHERE id = ? AND tenant_id = ?", (execution_id, tenant_id))
             return rows.execution_from(row) if row else None
+
+        return self._write(write)
 
     def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
         found = self._db.read(
@@ -273,17 +340,20 @@ class SqliteStore(Store):
         return [(row["id"], row["cancelled_by"]) for row in found]
 
     def release_executions(self, owner: str) -> int:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> int:
             return conn.execute(
                 "UPDATE executions SET status = 'queued', owner = NULL, started_at = NULL"
                 " WHERE status IN ('queued', 'running') AND owner = ?",
                 (owner,),
             ).rowcount
 
+        return self._write(write)
+
     def adopt_orphans(self, owner: str, *, dead_owners: list[str], limit: int) -> list[Execution]:
         check_limit(limit)
-        with self._db.transaction() as conn:
-            found = conn.execute(
+
+        def write(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
                 """UPDATE executions SET status = 'queued', owner = :owner, started_at = NULL
                    WHERE id IN (
                        SELECT id FROM executions
@@ -293,33 +363,40 @@ class SqliteStore(Store):
                    RETURNING *""",
                 {"owner": owner, "dead": json.dumps(list(dead_owners)), "limit": limit},
             ).fetchall()
+
         # RETURNING gives no order guarantee.
-        return sorted(map(rows.execution_from, found), key=lambda e: (e.created_at, e.id))
+        return sorted(map(rows.execution_from, self._write(write)), key=lambda e: (e.created_at, e.id))
 
     def purge_executions(self, *, before: datetime) -> int:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> int:
             sql = "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND created_at < ?"
             return conn.execute(sql, (to_ts(before),)).rowcount
 
+        return self._write(write)
+
     # --- process registry --------------------------------------------------------------------------
     def heartbeat(self, worker: WorkerRecord) -> None:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO workers (id, host, pid, heartbeat_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
                 " SET host = excluded.host, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at",
                 (worker.id, worker.host, worker.pid, to_ts(worker.heartbeat_at)),
             )
 
+        self._write(write)
+
     def list_workers(self) -> list[WorkerRecord]:
         return [rows.worker_from(row) for row in self._db.read("SELECT * FROM workers ORDER BY id")]
 
     def remove_worker(self, worker_id: str) -> None:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+        self._write(write)
 
     # --- rate limiting -------------------------------------------------------------------------------
     def take_token(self, bucket: str, *, rate: float, burst: float, now: datetime) -> float:
-        with self._db.transaction() as conn:
+        def write(conn: sqlite3.Connection) -> float:
             row = _one(conn, "SELECT tokens, updated_at FROM rate_buckets WHERE bucket = ?", (bucket,))
             current = Bucket(row["tokens"], from_ts(row["updated_at"])) if row else None
             state, wait = take_from_bucket(current, rate=rate, burst=burst, now=now)
@@ -329,3 +406,5 @@ class SqliteStore(Store):
                 (bucket, state.tokens, to_ts(state.updated_at)),
             )
             return wait
+
+        return self._write(write)
