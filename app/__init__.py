@@ -9,6 +9,7 @@ from app import logutils
 from app.config import DEFAULTS, coerce
 from app.engine.base import Engine
 from app.metrics import Metrics
+from app.security.ratelimit import TenantRateLimiter
 from app.services import Services
 from app.store import Store, create_store
 
@@ -33,7 +34,9 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
         from app.engine import create_engine
 
         engine = create_engine(store, app.config, metrics)
-    app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config)
+    limiter = TenantRateLimiter(store, rate=app.config["TENANT_RATE"], burst=app.config["TENANT_BURST"])
+    app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config,
+                                       rate_limiter=limiter)
     if engine is not None and app.config["START_ENGINE"]:
         engine.start()
 

@@ -39,7 +39,8 @@ class Metrics:
                                      buckets=_LATENCY_BUCKETS, registry=r)
         self.retries = Counter("ipaas_action_retries_total", "Action attempts retried.", ["action_type"],
                                registry=r)
-        self.circuit_state = Gauge("ipaas_circuit_state", "Circuit per destination host: 0 closed, 1 open, 2 half-open.",
+        self.circuit_state = Gauge("ipaas_circuit_state",
+                                   "Circuit per destination host: 0 closed, 1 open, 2 half-open.",
                                    ["host"], registry=r, multiprocess_mode="max")
         self.rate_limited = Counter("ipaas_rate_limited_total", "Webhooks refused with 429 by the tenant rate limit.",
                                     registry=r)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
@@ -11,6 +10,7 @@ from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
+from app.security.ratelimit import TenantRateLimiter
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ class Services:
     engine: Engine | None
     metrics: Metrics
     config: Mapping[str, Any]
+    rate_limiter: TenantRateLimiter
 
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
@@ -144,11 +145,11 @@ class Services:
         return self.store.get_execution(execution.tenant_id, execution.id) or execution
 
     def _take_rate_token(self, tenant_id: str) -> None:
-        wait = self.store.take_token(f"tenant:{tenant_id}", rate=self.config["TENANT_RATE"],
-                                     burst=self.config["TENANT_BURST"], now=utcnow())
-        if wait > 0:
+        try:
+            self.rate_limiter.check(tenant_id)
+        except RateLimited:
             self.metrics.rate_limited.inc()
-            raise RateLimited("tenant rate limit exceeded", retry_after=max(1, math.ceil(wait)))
+            raise
 
     def _engine(self) -> Engine:
         if self.engine is None:

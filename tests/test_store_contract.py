@@ -532,21 +532,32 @@ def test_workers_register_refresh_and_leave(store):
 
 
 # --- rate limiting -------------------------------------------------------------------------------
-def test_take_token_allows_a_burst_then_refuses_until_refilled(store):
-    assert [store.take_token("tn_1", rate=2, burst=3, now=T0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert store.take_token("tn_1", rate=2, burst=3, now=T0) == pytest.approx(0.5)
-    assert store.take_token("tn_1", rate=2, burst=3, now=at(0.25)) == pytest.approx(0.25)
-    assert store.take_token("tn_1", rate=2, burst=3, now=at(0.5)) == 0.0
-    assert store.take_token("tn_1", rate=2, burst=3, now=at(0.5)) > 0
-    assert store.take_token("tn_2", rate=2, burst=3, now=T0) == 0.0
+def take(store, bucket="tn_1", *, want=1, rate=2.0, burst=3.0, now=T0):
+    return store.take_tokens(bucket, want=want, rate=rate, burst=burst, now=now)
 
 
-def test_take_token_refills_no_further_than_the_burst(store):
-    store.take_token("tn_1", rate=100, burst=2, now=T0)
-    taken = [store.take_token("tn_1", rate=100, burst=2, now=at(3600)) for _ in range(3)]
-    assert taken[:2] == [0.0, 0.0] and taken[2] > 0
+def test_take_tokens_allows_a_burst_then_refuses_until_refilled(store):
+    assert [take(store) for _ in range(3)] == [(1, 0.0)] * 3
+    assert take(store) == (0, pytest.approx(0.5))
+    assert take(store, now=at(0.25)) == (0, pytest.approx(0.25))
+    assert take(store, now=at(0.5)) == (1, 0.0)
+    assert take(store, now=at(0.5))[0] == 0
+    assert take(store, "tn_2") == (1, 0.0)
 
 
-def test_take_token_never_refills_for_a_clock_going_backwards(store):
-    store.take_token("tn_1", rate=1, burst=1, now=at(10))
-    assert store.take_token("tn_1", rate=1, burst=1, now=at(5)) == pytest.approx(1.0)
+def test_take_tokens_takes_as_many_as_there_are_up_to_want(store):
+    assert take(store, want=2) == (2, 0.0)
+    assert take(store, want=2) == (1, 0.0)
+    assert take(store, want=2) == (0, pytest.approx(0.5))
+    assert take(store, want=5, now=at(1.0)) == (2, 0.0)
+
+
+def test_take_tokens_refills_no_further_than_the_burst(store):
+    take(store, rate=100, burst=2)
+    assert take(store, want=10, rate=100, burst=2, now=at(3600)) == (2, 0.0)
+    assert take(store, rate=100, burst=2, now=at(3600))[0] == 0
+
+
+def test_take_tokens_never_refills_for_a_clock_going_backwards(store):
+    take(store, rate=1, burst=1, now=at(10))
+    assert take(store, rate=1, burst=1, now=at(5)) == (0, pytest.approx(1.0))

@@ -57,17 +57,20 @@ class Bucket:
     updated_at: datetime
 
 
-def take_from_bucket(bucket: Bucket | None, *, rate: float, burst: float, now: datetime) -> tuple[Bucket, float]:
-    """Refill `bucket` (None: a new, full one) up to `now`, take a token if there is one; return the
-    new state and the seconds to wait (0.0 when a token was taken)."""
-    if rate <= 0 or burst < 1:
-        raise ValueError(f"a token bucket needs rate > 0 and burst >= 1, got rate={rate!r} burst={burst!r}")
+def take_from_bucket(bucket: Bucket | None, *, want: int, rate: float, burst: float,
+                     now: datetime) -> tuple[Bucket, int, float]:
+    """Refill `bucket` (None: a new, full one) up to `now` and take up to `want` whole tokens; return
+    the new state, how many were taken and, if none, the seconds until one is there."""
+    if rate <= 0 or burst < 1 or want < 1:
+        raise ValueError(f"a token bucket needs rate > 0, burst >= 1 and want >= 1, "
+                         f"got rate={rate!r} burst={burst!r} want={want!r}")
     if bucket is None:
         tokens, updated_at = float(burst), now
     else:
         # Clocks of different processes may disagree slightly: never refill for negative time.
         elapsed = max(0.0, (now - bucket.updated_at).total_seconds())
         tokens, updated_at = min(float(burst), bucket.tokens + elapsed * rate), max(bucket.updated_at, now)
-    if tokens >= 1:
-        return Bucket(tokens - 1, updated_at), 0.0
-    return Bucket(tokens, updated_at), (1 - tokens) / rate
+    taken = min(want, int(tokens))
+    if taken:
+        return Bucket(tokens - taken, updated_at), taken, 0.0
+    return Bucket(tokens, updated_at), 0, (1 - tokens) / rate

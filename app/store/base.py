@@ -196,7 +196,7 @@ class Store(ABC):
 
     # --- rate limiting -------------------------------------------------------------------------------
     @abstractmethod
-    def take_token(self, bucket: str, *, rate: float, burst: float, now: datetime) -> float:
+    def take_tokens(self, bucket: str, *, want: int, rate: float, burst: float, now: datetime) -> tuple[int, float]:
         """Token bucket shared by every process using this store: a bucket starts full (`burst`
-        tokens) and refills at `rate` per second. Take one token and return 0.0, or take nothing and
-        return the seconds until one is available."""
+        tokens) and refills at `rate` per second. Take up to `want` whole tokens, as many as there
+        are, and return (how many, 0.0); with none to take, return (0, seconds until one is there)."""

@@ -342,7 +342,8 @@ class MemoryStore(Store):
             self._workers.pop(worker_id, None)
 
     # --- rate limiting -------------------------------------------------------------------------------
-    def take_token(self, bucket: str, *, rate: float, burst: float, now: datetime) -> float:
+    def take_tokens(self, bucket: str, *, want: int, rate: float, burst: float, now: datetime) -> tuple[int, float]:
         with self._lock:
-            self._buckets[bucket], wait = take_from_bucket(self._buckets.get(bucket), rate=rate, burst=burst, now=now)
-            return wait
+            self._buckets[bucket], taken, wait = take_from_bucket(self._buckets.get(bucket), want=want, rate=rate,
+                                                                  burst=burst, now=now)
+            return taken, wait

@@ -395,16 +395,16 @@ class SqliteStore(Store):
         self._write(write)
 
     # --- rate limiting -------------------------------------------------------------------------------
-    def take_token(self, bucket: str, *, rate: float, burst: float, now: datetime) -> float:
-        def write(conn: sqlite3.Connection) -> float:
+    def take_tokens(self, bucket: str, *, want: int, rate: float, burst: float, now: datetime) -> tuple[int, float]:
+        def write(conn: sqlite3.Connection) -> tuple[int, float]:
             row = _one(conn, "SELECT tokens, updated_at FROM rate_buckets WHERE bucket = ?", (bucket,))
             current = Bucket(row["tokens"], from_ts(row["updated_at"])) if row else None
-            state, wait = take_from_bucket(current, rate=rate, burst=burst, now=now)
+            state, taken, wait = take_from_bucket(current, want=want, rate=rate, burst=burst, now=now)
             conn.execute(
                 "INSERT INTO rate_buckets (bucket, tokens, updated_at) VALUES (?, ?, ?) ON CONFLICT (bucket)"
                 " DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
                 (bucket, state.tokens, to_ts(state.updated_at)),
             )
-            return wait
+            return taken, wait
 
         return self._write(write)
