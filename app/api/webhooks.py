@@ -68,10 +68,15 @@ def _verify(secret: str, raw: bytes) -> None:
 
 
 def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key") or request.headers.get("webhook-id")
-    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
-        raise BadRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
-    return key
+    """Idempotency-Key, else webhook-id; one that is sent must be 1 to 255 characters (an empty one
+    is refused, not taken for no key: the sender believes the request is protected)."""
+    for header in ("Idempotency-Key", "webhook-id"):
+        key = request.headers.get(header)
+        if key is not None:
+            if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+                raise BadRequest(f"{header} must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
+            return key
+    return None
 
 
 def _sender_hung_up() -> bool:
