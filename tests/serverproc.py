@@ -6,22 +6,32 @@
 
 A restart is a new GunicornServer on the same tmp_path (same database), started after the first one
 stopped: `server.kill9()` then `GunicornServer(server.env, tmp_path).start()`, or `server.respawn()`.
-Every server runs in its own process group and is killed with it at exit, even if a test fails."""
+Every server runs in its own process group and is killed with it at exit, even if a test fails.
+
+The end-to-end helpers at the bottom (create_user, ServerStack, create_http_workflow, send_webhook,
+wait_for_executions, query_database, ...) drive the service only through its CLI, HTTP API and
+database file."""
 from __future__ import annotations
 
 import atexit
 import http.client
 import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0
@@ -272,6 +282,156 @@ class GunicornServer:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.raw_logs()[-lines:])
+
+
+
+# -- end-to-end helpers: users, a test's servers, workflows and executions through the API ------------
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+
+
+def database_path(tmp_path: Path) -> Path:
+    """Return the SQLite file that servers and the CLI of this tmp_path use."""
+    return Path(tmp_path) / "ipaas.sqlite3"
+
+
+def query_database(tmp_path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one query on the test's database through a read-only connection (servers may be running)."""
+    connection = sqlite3.connect(f"file:{database_path(tmp_path)}?mode=ro", uri=True, timeout=5.0)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class CliUser:
+    """A user made by `users create`: its id and the API key printed alone on the last line."""
+
+    user_id: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def create_user(tmp_path: Path, email: str, tenant: str) -> CliUser:
+    """Create a user, its tenant if missing and the schema in the test's database, with the CLI."""
+    created = run_cli(["users", "create", email, "--tenant", tenant], None, tmp_path)
+    if created.returncode != 0:
+        raise AssertionError(f"users create exited with {created.returncode}: {created.stderr}")
+    user_id = re.search(r"created user (\S+)", created.stdout)
+    return CliUser(user_id.group(1) if user_id else "", created.stdout.strip().splitlines()[-1])
+
+
+class ServerStack:
+    """The GunicornServers of one test, started with shared settings and all stopped by close()."""
+
+    def __init__(self, tmp_path: Path, env: Mapping[str, str | None] | None = None, **settings: Any) -> None:
+        self.tmp_path, self.env, self.settings = Path(tmp_path), dict(env or {}), settings
+        self.servers: list[GunicornServer] = []
+
+    def start(self, env: Mapping[str, str | None] | None = None, **settings: Any) -> GunicornServer:
+        """Start a server with the stack's env and settings, `env` and `settings` added over them."""
+        server = GunicornServer({**self.env, **(env or {})}, self.tmp_path, **{**self.settings, **settings})
+        self.servers.append(server)
+        return server.start()
+
+    def respawn(self, server: GunicornServer, **overrides: Any) -> GunicornServer:
+        """Start a stopped server again, on its database and port."""
+        self.servers.append(server.respawn(**overrides))
+        return self.servers[-1]
+
+    def close(self) -> None:
+        """Stop every server, newest first."""
+        for server in reversed(self.servers):
+            server.close()
+
+    def __enter__(self) -> ServerStack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def create_http_workflow(server: GunicornServer, auth: Mapping[str, str], url: str, **config: Any) -> str:
+    """Create a webhook workflow whose http_request action POSTs {"execution": <its id>} to `url`."""
+    config = {"url": url, "body": {"execution": "{{ execution.id }}"}, **config}
+    response = server.request("POST", "/api/workflows", headers=auth, body={
+        "name": "forward", "trigger_type": "webhook", "action_type": "http_request", "config": config})
+    if response.status != 201:
+        raise AssertionError(f"POST /api/workflows answered {response.status}: {response.body!r}")
+    return response.json()["id"]
+
+
+def send_webhook(server: GunicornServer, workflow_id: str, query: str = "", **kwargs: Any) -> Response:
+    """POST a small JSON event to the workflow's public webhook URL (`query` like "?wait=5")."""
+    return server.request("POST", f"/api/webhooks/{workflow_id}{query}", body={"event": "order.created"}, **kwargs)
+
+
+def accept_webhook(server: GunicornServer, workflow_id: str, **kwargs: Any) -> str:
+    """Send a webhook that must be accepted (202); return its execution id."""
+    response = send_webhook(server, workflow_id, **kwargs)
+    if response.status != 202:
+        raise AssertionError(f"webhook answered {response.status}: {response.body!r}")
+    return response.json()["execution_id"]
+
+
+def send_webhooks_together(server: GunicornServer, workflow_id: str, count: int, **kwargs: Any) -> list[Response]:
+    """Send `count` webhooks at one instant, each from its own thread on its own connection."""
+    start = threading.Barrier(count, timeout=10)
+
+    def send(_: int) -> Response:
+        start.wait()
+        return send_webhook(server, workflow_id, timeout=30, **kwargs)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(send, range(count)))
+
+
+def delivery_counts(receiver: Any, path: str = "/hook") -> Counter[str]:
+    """Count a tests.receiver.Receiver's requests to `path` by the execution id in their JSON body."""
+    return Counter(recorded.json()["execution"] for recorded in receiver.requests(path))
+
+
+def list_executions(server: GunicornServer, auth: Mapping[str, str], **filters: str) -> dict[str, dict[str, Any]]:
+    """Return every execution `auth` may see (all pages of GET /api/executions), by id."""
+    found: dict[str, dict[str, Any]] = {}
+    query: dict[str, str] = {**filters, "limit": "200"}
+    while True:
+        response = server.request("GET", f"/api/executions?{urlencode(query)}", headers=auth)
+        if response.status != 200:
+            raise AssertionError(f"GET /api/executions answered {response.status}: {response.body!r}")
+        page = response.json()
+        found.update((item["id"], item) for item in page["items"])
+        if page["next_cursor"] is None:
+            return found
+        query["cursor"] = page["next_cursor"]
+
+
+def wait_for_executions(server: GunicornServer, auth: Mapping[str, str], ids: Collection[str], *,
+                        statuses: Collection[str] = TERMINAL, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+    """Poll the API until each execution in `ids` has one of `statuses`; return them by id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = list_executions(server, auth)
+        if all(found.get(i, {}).get("status") in statuses for i in ids):
+            return {i: found[i] for i in ids}
+        if time.monotonic() > deadline:
+            seen = Counter(found.get(i, {}).get("status", "missing") for i in ids)
+            raise AssertionError(f"timed out after {timeout} s waiting for {sorted(statuses)}: {dict(seen)}")
+        time.sleep(0.1)
+
+
+def wait_for_execution(server: GunicornServer, auth: Mapping[str, str], execution_id: str, *,
+                       statuses: Collection[str] = TERMINAL, timeout: float = 10.0) -> dict[str, Any]:
+    """Poll GET /api/executions/<id> until its status is one of `statuses`; return the execution."""
+    def settled() -> dict[str, Any] | None:
+        response = server.request("GET", f"/api/executions/{execution_id}", headers=auth)
+        execution = response.json() if response.status == 200 else {}
+        return execution if execution.get("status") in statuses else None
+
+    return wait_until(settled, timeout, f"execution {execution_id} never reached {sorted(statuses)}", 0.02)
 
 
 @atexit.register
