@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, Callable, Mapping
 
 from app import logutils, validation
@@ -77,10 +78,17 @@ class Services:
         """Record a queued execution and hand it to the engine; return it and whether it is new.
 
         The slot is taken first so that a full queue refuses the request before anything is
-        recorded: a 503 leaves no trace but the dropped counter."""
+        recorded: a 503 leaves no trace but the dropped counter. A repeat of an idempotency key is
+        answered before both the rate limit and the queue: it costs nothing and runs nothing."""
+        now = utcnow()
+        if idempotency_key is not None:
+            since = now - timedelta(seconds=self.config["IDEMPOTENCY_TTL"])
+            first = self.store.find_by_idempotency_key(workflow.id, idempotency_key, since=since)
+            if first is not None:
+                self._log_ingest(first, workflow, created=False)
+                return first, False
         self._take_rate_token(workflow.tenant_id)
         engine = self._engine()
-        now = utcnow()
         execution = Execution(id=new_id("ex", now), tenant_id=workflow.tenant_id, workflow_id=workflow.id,
                               status=ExecutionStatus.QUEUED, trigger=trigger, payload=payload, created_at=now,
                               headers=headers or {}, query=query or {}, owner=engine.owner_id,
@@ -90,11 +98,15 @@ class Services:
                 execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"])
             if created:
                 slot.submit(execution.id)
+        self._log_ingest(execution, workflow, created=created)
+        return execution, created
+
+    @staticmethod
+    def _log_ingest(execution: Execution, workflow: Workflow, *, created: bool) -> None:
         with logutils.bind(tenant_id=workflow.tenant_id, workflow_id=workflow.id, execution_id=execution.id):
             log.info("execution accepted" if created else "execution repeated: idempotency key seen",
-                     extra={"data": {"trigger": trigger, "status": execution.status.value,
+                     extra={"data": {"trigger": execution.trigger, "status": execution.status.value,
                                      "action_type": workflow.action_type}})
-        return execution, created
 
     def run_now(self, principal: Principal, workflow_id: str, payload: Any) -> Execution:
         workflow = self.get_workflow(principal, workflow_id)

@@ -438,6 +438,14 @@ def test_idempotency_key_repeat_returns_the_first_execution(store, workflow):
     assert len(store.list_executions(None, limit=10).items) == 1
 
 
+def test_find_by_idempotency_key_sees_keys_used_after_since(store, acme, workflow):
+    first, _ = store.create_execution(new_execution(workflow, 10), idempotency_key="evt-1")
+    assert store.find_by_idempotency_key(workflow.id, "evt-1", since=at(9)) == first
+    assert store.find_by_idempotency_key(workflow.id, "evt-1", since=at(10)) is None
+    assert store.find_by_idempotency_key(workflow.id, "evt-2", since=at(0)) is None
+    assert store.find_by_idempotency_key(make_workflow(store, *acme, 1).id, "evt-1", since=at(0)) is None
+
+
 def test_idempotency_key_expires_after_the_ttl(store, workflow):
     first, _ = store.create_execution(new_execution(workflow, 0), idempotency_key="evt-1", idempotency_ttl=60)
     second, created = store.create_execution(new_execution(workflow, 60), idempotency_key="evt-1", idempotency_ttl=60)

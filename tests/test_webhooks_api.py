@@ -221,3 +221,15 @@ class TestSignedWebhooks:
         assert first.get_json()["execution_id"] == again.get_json()["execution_id"]
         wait_status(client, account, first.get_json()["execution_id"])
         assert len(receiver.requests("/hook")) == 1
+
+
+def test_repeat_is_answered_even_when_the_queue_is_full(engine_app, client, account, receiver):
+    receiver.respond("/slow", Reply(hang=True))
+    wf = make_workflow(client, account, receiver.url("/slow"))
+    first = client.post(f"/api/webhooks/{wf['id']}", json={}, headers={"Idempotency-Key": "k1"})
+    capacity = engine_app.config["WORKERS"] + engine_app.config["QUEUE_SIZE"]
+    for _ in range(capacity - 1):
+        assert client.post(f"/api/webhooks/{wf['id']}", json={}).status_code == 202
+    assert client.post(f"/api/webhooks/{wf['id']}", json={}).status_code == 503
+    repeat = client.post(f"/api/webhooks/{wf['id']}", json={}, headers={"Idempotency-Key": "k1"})
+    assert repeat.status_code == 202 and repeat.get_json() == first.get_json()

@@ -120,6 +120,11 @@ class Store(ABC):
         threads or processes get one execution between them."""
 
     @abstractmethod
+    def find_by_idempotency_key(self, workflow_id: str, key: str, *, since: datetime) -> Execution | None:
+        """The execution that used `key` for this workflow after `since`, if any (a cheap read that
+        spares a repeat the queue; create_execution still decides races)."""
+
+    @abstractmethod
     def get_execution(self, tenant_id: str | None, execution_id: str) -> Execution | None:
         """Return an execution of that tenant (tenant_id None: any, for the engine)."""
 

@@ -212,6 +212,13 @@ class MemoryStore(Store):
                 self._idempotency[scope] = (execution.id, execution.created_at)
             return self._save(stored), True
 
+    def find_by_idempotency_key(self, workflow_id: str, key: str, *, since: datetime) -> Execution | None:
+        with self._lock:
+            first = self._idempotency.get((workflow_id, key))
+            if first is None or first[1] <= since:
+                return None
+            return _detached_execution(self._executions[first[0]])
+
     def _execution(self, tenant_id: str | None, execution_id: str) -> Execution | None:
         execution = self._executions.get(execution_id)
         if execution is None or (tenant_id is not None and execution.tenant_id != tenant_id):

@@ -259,6 +259,12 @@ class SqliteStore(Store):
         sql = "SELECT execution_id FROM idempotency_keys WHERE workflow_id = ? AND key = ?"
         return _one(conn, sql, (execution.workflow_id, key))["execution_id"]
 
+    def find_by_idempotency_key(self, workflow_id: str, key: str, *, since: datetime) -> Execution | None:
+        return self._get(rows.execution_from,
+                         "SELECT e.* FROM idempotency_keys k JOIN executions e ON e.id = k.execution_id"
+                         " WHERE k.workflow_id = ? AND k.key = ? AND k.created_at > ?",
+                         (workflow_id, key, to_ts(since)))
+
     def get_execution(self, tenant_id: str | None, execution_id: str) -> Execution | None:
         clauses, params = _equal(tenant_id=tenant_id)
         where = " AND ".join(["id = ?", *clauses])
