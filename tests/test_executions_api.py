@@ -7,17 +7,7 @@ import pytest
 
 from tests.conftest import make_account
 from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
-from tests.test_webhooks_api import make_workflow, wait_status
-
-
-@pytest.fixture
-def client(engine_app):
-    return engine_app.test_client()
-
-
-@pytest.fixture
-def account(engine_app):
-    return make_account(engine_app.extensions["ipaas"].store)
+from tests.test_webhooks_api import account, client, make_workflow, wait_status  # noqa: F401 (fixtures too)
 
 
 @pytest.fixture
