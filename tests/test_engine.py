@@ -221,24 +221,28 @@ def test_worker_boundary_records_a_crash_and_survives(bench, receiver, caplog):
         is SUCCEEDED
 
 
-class _StoreThatFailsFinishes:
-    """A store whose first `failures` finish_execution calls fail as an unreachable database would."""
+class _StoreThatFailsOnce:
+    """A store whose first call of `method` fails as a locked or unreachable database would."""
 
-    def __init__(self, store: Store, failures: int):
-        self._store, self.failures = store, failures
-
-    def finish_execution(self, *args: Any, **kwargs: Any) -> bool:
-        if self.failures > 0:
-            self.failures -= 1
-            raise StoreError("database is locked")
-        return self._store.finish_execution(*args, **kwargs)
+    def __init__(self, store: Store, method: str):
+        self._store, self._method, self.failures = store, method, 1
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        real = getattr(self._store, name)
+        if name != self._method:
+            return real
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            if self.failures > 0:
+                self.failures -= 1
+                raise StoreError("database is locked")
+            return real(*args, **kwargs)
+        return flaky
 
 
-def test_outcome_is_recorded_once_the_store_answers_again(store, receiver):
-    flaky = _StoreThatFailsFinishes(store, failures=1)
+@pytest.mark.parametrize("method", ["claim_execution", "finish_execution"])
+def test_claim_and_outcome_are_recorded_once_the_store_answers_again(store, receiver, method):
+    flaky = _StoreThatFailsOnce(store, method)
     bench = Bench(flaky)
     engine = bench.engine(WORKERS=1)
     try:

@@ -7,7 +7,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from app import connectors, logutils, rendering
 from app.connectors import ActionError, ActionResult
@@ -22,9 +22,22 @@ from app.store.base import Store, StoreError
 log = logging.getLogger(__name__)
 
 BODY_LIMIT = 2048  # characters of a response body kept in the execution's result
-# An outcome is worth waiting for: the action already ran, and running it again is what we avoid.
-FINISH_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+# Claims and outcomes are worth waiting for: an execution whose claim or outcome is not recorded
+# stays under this live process until it restarts, and an action that ran is not to run again.
+STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 Sleep = Callable[[CancelToken, float], None]
+T = TypeVar("T")
+
+
+def _patiently(write: Callable[[], T], what: str) -> T:
+    """Run a store write, retrying while the store is unavailable; StoreError once patience runs out."""
+    for delay in STORE_RETRY_DELAYS:
+        try:
+            return write()
+        except StoreError:
+            log.warning(f"store unavailable, retrying to record {what}", extra={"data": {"delay_s": delay}})
+            time.sleep(delay)
+    return write()
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,13 @@ class Runner:
             log.debug("execution handed back unstarted: shutting down")
             return
         token.deadline = time.monotonic() + self._job_timeout
-        execution = self._store.claim_execution(execution_id, owner=self.owner_id, now=self._clock())
+        try:
+            execution = _patiently(lambda: self._store.claim_execution(
+                execution_id, owner=self.owner_id, now=self._clock()), "the claim")
+        except StoreError:
+            # Still queued under this live process: handed back at shutdown, adopted after a crash.
+            log.exception("execution not claimed: store unavailable")
+            return
         if execution is None:
             log.debug("execution not claimed: cancelled or taken meanwhile")
             return
@@ -169,19 +188,15 @@ class Runner:
     def _finish(self, execution_id: str, outcome: Outcome, started: float) -> None:
         error = _clean(outcome.error) if outcome.error else None
         seconds = time.monotonic() - started
-        for delay in (*FINISH_RETRY_DELAYS, None):
-            try:
-                recorded = self._store.finish_execution(
-                    execution_id, owner=self.owner_id, status=outcome.status, attempts=outcome.attempts,
-                    now=self._clock(), result=outcome.result, error=error, cancelled_by=outcome.cancelled_by)
-                break
-            except StoreError:
-                if delay is None:
-                    # Left running under this live process: handed back at shutdown, adopted after a crash.
-                    log.exception("execution outcome not recorded: store unavailable")
-                    return
-                log.warning("store unavailable, retrying to record the outcome", extra={"data": {"delay_s": delay}})
-                time.sleep(delay)
+        try:
+            recorded = _patiently(lambda: self._store.finish_execution(
+                execution_id, owner=self.owner_id, status=outcome.status, attempts=outcome.attempts,
+                now=self._clock(), result=outcome.result, error=error, cancelled_by=outcome.cancelled_by),
+                "the outcome")
+        except StoreError:
+            # Left running under this live process: handed back at shutdown, adopted after a crash.
+            log.exception("execution outcome not recorded: store unavailable")
+            return
         if not recorded:
             log.warning("execution outcome not recorded: no longer running here")
             return
