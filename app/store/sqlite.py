@@ -68,7 +68,7 @@ class SqliteStore(Store):
     def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
         # FULL by default: a 202 promises the execution is recorded, so every commit must reach the disk.
         self._db = Connections(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
-        self._writer = GroupCommitter(self._db.connect)
+        self._writer = GroupCommitter(self._db.connect, handoff_path=f"{path}-writer.lock")
         # A store dropped without shutdown() (tests, scripts) must not leave its writer thread behind;
         # the writer does not refer to the store, so the store can be collected.
         weakref.finalize(self, self._writer.stop)
