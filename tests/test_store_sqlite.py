@@ -453,3 +453,23 @@ def test_create_store_refuses_other_urls_without_echoing_secrets(url, message):
     with pytest.raises(ValueError, match=message) as refused:
         create_store(url)
     assert "hunter2" not in str(refused.value)
+
+
+def test_writers_take_turns_through_the_handoff_lock(store, db_path):
+    """Another process's writer holding the flock keeps this store's writes waiting until it lets go."""
+    import fcntl
+
+    workflow = seed_workflow(store)
+    fd = os.open(f"{db_path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    done = threading.Event()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        writer = threading.Thread(target=lambda: (store.create_execution(queued(workflow.id, 1)), done.set()))
+        writer.start()
+        assert not done.wait(0.3) and store.stats()["queued"] == 0  # taken by the writer, blocked on the lock
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        assert done.wait(5)
+        writer.join(5)
+    finally:
+        os.close(fd)
+    assert len(store.list_executions(None, limit=10).items) == 1
