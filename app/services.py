@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, Mapping
@@ -146,8 +147,8 @@ class Services:
     def wait(self, execution: Execution, seconds: float, hung_up: Callable[[], bool]) -> Execution:
         """Wait for the execution to end; cancel it if the sender hangs up first."""
         engine = self._engine()
-        deadline = utcnow().timestamp() + seconds
-        while (left := deadline - utcnow().timestamp()) > 0:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
             if engine.wait(execution.id, min(WAIT_POLL_SECONDS, left)):
                 break
             if hung_up():

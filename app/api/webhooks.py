@@ -59,9 +59,8 @@ def receive(workflow_id: str):
 
 
 def _verify(secret: str, raw: bytes) -> None:
-    headers = {key.lower(): value for key, value in request.headers.items()}
     try:
-        verify_signature(secret, raw, headers, now=time.time())
+        verify_signature(secret, raw, request.headers, now=time.time())
     except SignatureError as error:
         log.warning("webhook signature refused", extra={"data": {"reason": error.message}})
         raise
