@@ -23,7 +23,8 @@ from app.engine.runner import RetryPolicy
 from app.errors import QueueFull, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, User, Workflow, new_id, utcnow
-from app.store import MemoryStore, Store, StoreError, WorkerRecord, create_store
+from app.store import MemoryStore, Store, WorkerRecord, create_store
+from tests.fakes import FailingStore
 from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
 
 QUEUED, SUCCEEDED, FAILED = ExecutionStatus.QUEUED, ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED
@@ -221,28 +222,9 @@ def test_worker_boundary_records_a_crash_and_survives(bench, receiver, caplog):
         is SUCCEEDED
 
 
-class _StoreThatFailsOnce:
-    """A store whose first call of `method` fails as a locked or unreachable database would."""
-
-    def __init__(self, store: Store, method: str):
-        self._store, self._method, self.failures = store, method, 1
-
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self._store, name)
-        if name != self._method:
-            return real
-
-        def flaky(*args: Any, **kwargs: Any) -> Any:
-            if self.failures > 0:
-                self.failures -= 1
-                raise StoreError("database is locked")
-            return real(*args, **kwargs)
-        return flaky
-
-
 @pytest.mark.parametrize("method", ["claim_execution", "finish_execution"])
 def test_claim_and_outcome_are_recorded_once_the_store_answers_again(store, receiver, method):
-    flaky = _StoreThatFailsOnce(store, method)
+    flaky = FailingStore(store, method)
     bench = Bench(flaky)
     engine = bench.engine(WORKERS=1)
     try:

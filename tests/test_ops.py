@@ -6,8 +6,8 @@ import re
 import pytest
 
 from app import shutdown_app
-from app.store import StoreError
 from tests.conftest import build_app, make_account
+from tests.fakes import FailingStore
 from tests.receiver import receiver  # noqa: F401 (a fixture)
 from tests.test_webhooks_api import make_workflow, wait_status
 
@@ -36,22 +36,9 @@ def test_readyz_with_engine_is_ready(engine_app):
     assert response.status_code == 200 and response.get_json()["status"] == "ready"
 
 
-class _BrokenStore:
-    """Wraps a store whose ping fails, as when the database file is unreachable."""
-
-    def __init__(self, store):
-        self._store = store
-
-    def ping(self):
-        raise StoreError("disk I/O error")
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-
 def test_readyz_reports_an_unreachable_store(engine_app):
     services = engine_app.extensions["ipaas"]
-    services.store, real = _BrokenStore(services.store), services.store
+    services.store, real = FailingStore(services.store, "ping", failures=None, message="disk I/O error"), services.store
     try:
         response = engine_app.test_client().get("/readyz")
         assert response.status_code == 503 and "unreachable" in response.get_json()["checks"]["store"]
