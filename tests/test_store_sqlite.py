@@ -2,7 +2,6 @@
 and processes."""
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 import signal
@@ -312,28 +311,56 @@ def test_shutdown_commits_queued_writes_then_refuses_writes(store):
     wait_until(lambda: store.stats()["queued"] == 1)
     stopper = threading.Thread(target=store.shutdown)
     stopper.start()
-    wait_until(lambda: store.stats()["queued"] == 2)  # the write, then the writer's stop
+    wait_until(lambda: store._committer._stopped)
     with pytest.raises(StoreError, match="store is shut down"):
         store.remove_worker("proc-a")
+    assert stopper.is_alive()  # waiting for the plug's batch and the one queued behind it
     plug.release()
     stopper.join(timeout=PROCESS_TIMEOUT)
     threads["queued"].join(timeout=PROCESS_TIMEOUT)
     assert store.get_execution(None, outcomes["queued"].id) == outcomes["queued"]
-    assert not store._writer._thread.is_alive()
+    assert store._committer._conn is None  # the write connection is closed
     with pytest.raises(StoreError, match="store is shut down"):
         store.create_execution(queued("wf_1", 2))
     assert store.get_workflow(None, "wf_1") is not None  # reads still work
 
 
-def test_a_dropped_store_stops_its_writer(db_path):
-    dropped = SqliteStore(db_path)
-    dropped.init_schema()
-    dropped.remove_worker("proc-a")
-    writer = dropped._writer._thread
-    del dropped
-    gc.collect()
-    writer.join(timeout=PROCESS_TIMEOUT)
-    assert not writer.is_alive()
+def test_a_write_cannot_write_from_inside_its_batch(store):
+    with pytest.raises(RuntimeError, match="cannot itself write"):
+        store._write(lambda conn: store.remove_worker("proc-a"))
+    store.remove_worker("proc-a")  # the failed write left the lead free
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def test_a_caller_interrupted_while_waiting_passes_the_lead_on(store):
+    """A signal handler may raise in a thread waiting for its batch (SystemExit in gunicorn's main
+    thread): its write must not run, and the writes queued behind it must still commit."""
+    seed_workflow(store)
+    plug = Plug(store)
+
+    def must_not_run(conn: sqlite3.Connection) -> None:
+        raise AssertionError("an abandoned write ran")
+
+    def interrupt(signum, frame) -> None:
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)  # fires while this thread waits behind the plug
+        with pytest.raises(Interrupted):
+            store._write(must_not_run)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert store.stats()["queued"] == 0
+    threads, outcomes = in_threads({"after": lambda: store.create_execution(queued("wf_1", 1))[0]})
+    wait_until(lambda: store.stats()["queued"] == 1)
+    plug.release()
+    threads["after"].join(timeout=PROCESS_TIMEOUT)
+    assert store.get_execution(None, outcomes["after"].id) == outcomes["after"]
 
 
 def create_until_killed(path: str, report) -> None:

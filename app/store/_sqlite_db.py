@@ -55,7 +55,7 @@ def translated_errors() -> Iterator[None]:
 
 
 class Connections:
-    """One lazily opened connection per thread, all tracked so that they can be closed (the writer's
+    """One lazily opened connection per thread, all tracked so that they can be closed (the write
     connection, made by `connect` too, is its own and is not tracked here)."""
 
     def __init__(self, path: str, *, synchronous: str, busy_timeout_ms: int) -> None:
@@ -100,7 +100,7 @@ class Connections:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Run the block in one write transaction of the calling thread's connection, locked up front;
-        commit, or roll back if it raises. Only for init_schema: every other write goes to the writer."""
+        commit, or roll back if it raises. Only for init_schema: every other write goes to the group committer."""
         with translated_errors():
             conn = self.current()
             # IMMEDIATE: writers queue on the lock at BEGIN instead of deadlocking on a later upgrade.

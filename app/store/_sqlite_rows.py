@@ -105,8 +105,7 @@ def execution_values(e: Execution) -> tuple[Any, ...]:
 INSERT_EXECUTION = """
     INSERT INTO executions (id, tenant_id, workflow_id, status, "trigger", payload, headers, query, attempts,
                             result, error, cancelled_by, owner, created_at, started_at, finished_at, replay_of)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    RETURNING *"""
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 
 def worker_from(row: sqlite3.Row) -> WorkerRecord:

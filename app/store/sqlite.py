@@ -1,20 +1,19 @@
-"""The SQLite backend: WAL, reads on one connection per thread, writes group-committed by one writer thread.
+"""The SQLite backend: WAL, reads on one connection per thread, writes group-committed on one connection.
 
-Each write method is written as a function of a connection, `write(conn)`, which the store's writer
-(see _group_commit) runs in its own savepoint of a shared BEGIN IMMEDIATE transaction; the method
-returns once that transaction has committed. So the contract's "each method is one transaction" holds
-for what callers can observe, at one fsync per batch instead of one per write.
+Each write method is written as a function of a connection, `write(conn)`, which the store's group
+committer (see _group_commit) runs in its own savepoint of a shared BEGIN IMMEDIATE transaction; the
+method returns once that transaction has committed. So the contract's "each method is one transaction"
+holds for what callers can observe, at one fsync per batch instead of one per write.
 
-While the writer runs a batch it holds the database's write lock for every process, so the hot writes
-(create, claim and finish an execution) encode their parameters and decode their rows in the calling
-thread, and their `write` does nothing but SQL."""
+While a batch runs it holds the database's write lock for every process, so the hot writes
+(create, claim and finish an execution) encode their parameters and decode their rows in their own
+thread, outside the batch, and their `write` does nothing but SQL."""
 from __future__ import annotations
 
 import json
 import logging
 import sqlite3
 import threading
-import weakref
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
@@ -62,21 +61,18 @@ def _equal(**filters: Any) -> tuple[list[str], list[Any]]:
 
 
 class SqliteStore(Store):
-    """Create it in the process that uses it: its writer thread and connections do not survive a fork
+    """Create it in the process that uses it: its connections do not survive a fork
     (gunicorn loads the app in each worker, after the fork)."""
 
     def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
         # FULL by default: a 202 promises the execution is recorded, so every commit must reach the disk.
         self._db = Connections(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
-        self._writer = GroupCommitter(self._db.connect, handoff_path=f"{path}-writer.lock")
-        # A store dropped without shutdown() (tests, scripts) must not leave its writer thread behind;
-        # the writer does not refer to the store, so the store can be collected.
-        weakref.finalize(self, self._writer.stop)
+        self._committer = GroupCommitter(self._db.connect, handoff_path=f"{path}-writer.lock")
         self.path = path
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` as one write of the store: its result once committed, or its exception."""
-        return self._writer.write(fn)
+        return self._committer.write(fn)
 
     def _get(self, mapper: Callable[[sqlite3.Row], T], sql: str, params: Any) -> T | None:
         found = self._db.read(sql, params)
@@ -110,17 +106,16 @@ class SqliteStore(Store):
         self._db.close(lambda thread: True)
 
     def shutdown(self, timeout: float = 60.0) -> None:
-        """Commit the writes already submitted, stop the writer (later writes raise StoreError) and close
-        every connection. Waits up to `timeout` seconds for the writer."""
-        self._writer.stop()
-        if not self._writer.join(timeout):
-            log.error("the store's writer is still running %.0f s after shutdown", timeout)
+        """Refuse new writes (they raise StoreError), wait up to `timeout` seconds for the writes already
+        submitted to commit, and close every connection."""
+        if not self._committer.shutdown(timeout):
+            log.error("the store's writes are still running %.0f s after shutdown", timeout)
         self.close_all()
 
     def stats(self) -> dict[str, int]:
-        """The writer's counters: commits (batches committed), writes (in those), failed_commits,
-        largest_batch, queued (writes waiting now)."""
-        return self._writer.stats()
+        """The group committer's counters: commits (batches committed), writes (in those),
+        failed_commits, largest_batch, queued (writes waiting for their batch now)."""
+        return self._committer.stats()
 
     # --- tenants, users, API keys ------------------------------------------------------------------
     def ensure_tenant(self, name: str, *, tenant_id: str, now: datetime) -> Tenant:
@@ -230,17 +225,19 @@ class SqliteStore(Store):
     def create_execution(
         self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0
     ) -> tuple[Execution, bool]:
-        values = rows.execution_values(execution)  # encoded (and decoded below) off the writer's time
+        values = rows.execution_values(execution)  # encoded (and decoded below) outside the batch's time
 
-        def write(conn: sqlite3.Connection) -> tuple[sqlite3.Row, bool]:
+        def write(conn: sqlite3.Connection) -> sqlite3.Row | None:
             if idempotency_key is not None:
                 first_id = self._use_key(conn, execution, idempotency_key, idempotency_ttl)
                 if first_id is not None:
-                    return _one(conn, "SELECT * FROM executions WHERE id = ?", (first_id,)), False
-            return _one(conn, rows.INSERT_EXECUTION, values), True
+                    return _one(conn, "SELECT * FROM executions WHERE id = ?", (first_id,))
+            conn.execute(rows.INSERT_EXECUTION, values)
+            return None
 
-        row, created = self._write(write)
-        return rows.execution_from(row), created
+        first = self._write(write)
+        # What was inserted is what `execution` holds: the JSON columns decode to what they encode.
+        return (execution, True) if first is None else (rows.execution_from(first), False)
 
     @staticmethod
     def _use_key(conn: sqlite3.Connection, execution: Execution, key: str, ttl: float) -> str | None:
