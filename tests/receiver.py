@@ -22,7 +22,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 import pytest
-import requests
 
 from app.engine.http import HttpClient
 from app.metrics import Metrics
@@ -190,10 +189,9 @@ def make_client() -> Iterator[Callable[..., HttpClient]]:
     clients: list[HttpClient] = []
 
     def make(policy: AddressPolicy = AddressPolicy(allow_private=True), breakers: HostBreakers | None = None,
-             timeout: float = 2.0, session_factory: Callable[[], requests.Session] | None = None) -> HttpClient:
+             timeout: float = 2.0) -> HttpClient:
         breakers = breakers or HostBreakers(Metrics(), fail_max=100, reset_timeout=300)
-        clients.append(HttpClient(policy=policy, breakers=breakers, default_timeout=timeout,
-                                  session_factory=session_factory))
+        clients.append(HttpClient(policy=policy, breakers=breakers, default_timeout=timeout))
         return clients[-1]
 
     yield make

@@ -10,7 +10,7 @@ from app import connectors
 from app.connectors import ActionError
 from app.connectors.http import encode_body
 from app.engine.cancel import CancelToken
-from app.engine.http import parse_retry_after
+from app.engine.http import READ_LIMIT, parse_retry_after
 from app.errors import ValidationFailed
 from tests.receiver import Reply, make_client, receiver  # noqa: F401 (fixtures)
 
@@ -115,6 +115,7 @@ def test_http_request_sends_method_headers_and_body(make_client, receiver, body,
     result = connectors.get("http_request").execute(config, make_client(), CancelToken())
     [request] = receiver.requests()
     assert (request.method, request.headers["x-team"], request.headers["content-type"]) == ("PUT", "core", content_type)
+    assert request.headers["user-agent"] == "ipaas/0.1"
     assert (request.json() if content_type == "application/json" else request.body.decode()) == sent
     assert result.status_code == 200
 
@@ -164,6 +165,24 @@ def test_connection_refused_is_retryable_and_names_only_the_host(make_client, re
     assert caught.value.retryable
     assert caught.value.message.startswith("connection to 127.0.0.1 failed")
     assert "sekrit" not in caught.value.message
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("text/plain; charset=utf-8", "h\u00e9"), ('application/json; charset="UTF-8"', "h\u00e9"),
+    ("application/json", "h\u00e9"), (None, "h\u00e9"), ("text/plain; charset=klingon", "h\u00e9"),
+    ("text/plain", "h\u00c3\u00a9"),  # as requests decoded it: ISO-8859-1, the old default for text/*
+])
+def test_client_decodes_the_body_with_the_charset_of_the_answer(make_client, receiver, content_type, body):
+    receiver.respond("/x", Reply(body="h\u00e9", headers={"Content-Type": content_type} if content_type else {}))
+    assert make_client().send("GET", receiver.url("/x"), token=CancelToken()).body == body
+
+
+def test_client_reads_no_more_than_the_limit_and_stays_usable(make_client, receiver):
+    receiver.respond("/big", Reply(body="x" * (READ_LIMIT + 100_000)))
+    client = make_client()
+    for _ in range(2):
+        assert client.send("GET", receiver.url("/big"), token=CancelToken()).body == "x" * READ_LIMIT
+    assert client.send("GET", receiver.url("/small"), token=CancelToken()).body == "ok"
 
 
 @pytest.mark.parametrize("value, seconds", [

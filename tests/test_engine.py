@@ -18,7 +18,7 @@ import pytest
 
 from app import logutils
 from app.engine import BoundedExecutor, create_engine
-from app.engine.guarded import guarded_session
+from app.engine.guarded import guarded_pool_manager
 from app.engine.runner import RetryPolicy
 from app.errors import QueueFull, Unavailable
 from app.metrics import Metrics
@@ -55,7 +55,7 @@ class Bench:
         self.user_id = store.create_user(User(new_id("usr"), self.tenant_id, f"{new_id('u')}@acme.example", now)).id
 
     def engine(self, *, start: bool = True, **options: Any) -> BoundedExecutor:
-        injected = {key: options.pop(key) for key in ("sleep", "session_factory") if key in options}
+        injected = {key: options.pop(key) for key in ("sleep", "manager_factory") if key in options}
         metrics = Metrics()
         engine = create_engine(self.store, {**BASE, **options}, metrics, **injected)
         self._metrics[engine.owner_id] = metrics
@@ -285,20 +285,20 @@ def test_deleting_the_workflow_cancels_its_running_execution(bench, receiver):
 def test_a_cancel_landing_as_the_action_returns_is_not_recorded_as_success(bench, receiver):
     engines: list[BoundedExecutor] = []
 
-    def late_cancelling_session():
-        session = guarded_session()
-        send = session.request
+    def late_cancelling_manager(maxsize):
+        manager = guarded_pool_manager(maxsize)
+        send = manager.urlopen
 
-        def request(*args, **kwargs):
+        def urlopen(*args, **kwargs):
             response = send(*args, **kwargs)
             for token in engines[0].running_tokens():
                 token.cancel("api:usr_late")
             return response
 
-        session.request = request
-        return session
+        manager.urlopen = urlopen
+        return manager
 
-    engines.append(bench.engine(session_factory=late_cancelling_session))
+    engines.append(bench.engine(manager_factory=late_cancelling_manager))
     execution = bench.finished(engines[0], bench.enqueue(engines[0], bench.workflow({"url": receiver.url("/ok")})))
     assert (execution.status, execution.cancelled_by) == (CANCELLED, "api:usr_late")
     assert len(receiver.requests()) == 1

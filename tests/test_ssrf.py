@@ -9,12 +9,11 @@ import threading
 import time
 from typing import Iterator
 
+import certifi
 import pytest
-import requests
 
 from app.connectors import ActionError
 from app.engine.cancel import Cancelled, CancelToken
-from app.engine.guarded import guarded_session
 from app.security.ssrf import STRICT, AddressPolicy, BlockedDestination, check_address, parse_ip_literal, \
     resolve_and_check
 from tests.receiver import Receiver, Reply, make_client, receiver  # noqa: F401 (fixtures)
@@ -122,17 +121,43 @@ def test_client_follows_an_allowed_redirect(make_client, receiver):
 
 def test_client_stops_after_five_redirects(make_client, receiver):
     receiver.redirect("/loop", receiver.url("/loop"))
-    with pytest.raises(ActionError, match="more than 5 redirects"):
+    with pytest.raises(ActionError, match="more than 5 redirects") as caught:
         make_client().send("GET", receiver.url("/loop"), token=CancelToken())
+    assert not caught.value.retryable
     assert len(receiver.requests()) == 6
 
 
-@pytest.fixture
-def tls_files(tmp_path) -> tuple[str, str]:
+@pytest.mark.parametrize("status, method, landed", [
+    (301, "POST", ("GET", b"")), (301, "PUT", ("PUT", b"")), (302, "POST", ("GET", b"")), (303, "PUT", ("GET", b"")),
+    (307, "POST", ("POST", b"{}")), (308, "PATCH", ("PATCH", b"{}")),
+])
+def test_client_redirects_methods_and_bodies_as_browsers_do(make_client, receiver, status, method, landed):
+    receiver.redirect("/jump", "/landed", status)
+    make_client().send(method, receiver.url("/jump"), token=CancelToken(), data=b"{}",
+                       headers={"Content-Type": "application/json"})
+    [request] = receiver.requests("/landed")
+    assert (request.method, request.body) == landed
+    assert ("content-type" in request.headers) == bool(landed[1])
+
+
+def test_client_drops_authorization_when_a_redirect_leaves_the_origin(make_client, receiver):
+    with Receiver() as other:
+        receiver.redirect("/away", other.url("/landed"))
+        receiver.redirect("/near", receiver.url("/landed"))
+        client = make_client()
+        for path in ("/away", "/near"):
+            client.send("GET", receiver.url(path), token=CancelToken(), headers={"Authorization": "Bearer s3cret"})
+        assert "authorization" not in other.requests("/landed")[0].headers
+    assert receiver.requests("/landed")[0].headers["authorization"] == "Bearer s3cret"
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[str, str]:
     """A self-signed certificate for localhost, made with the openssl command."""
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed")
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
                     "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
                    check=True, capture_output=True)
@@ -147,13 +172,23 @@ def tls_receiver(tls_files) -> Iterator[Receiver]:
         yield rx
 
 
-def test_tls_verifies_the_host_name_while_connecting_to_the_checked_address(make_client, tls_receiver, tls_files):
-    def trusting_session() -> requests.Session:
-        session = guarded_session()
-        session.verify = tls_files[0]
-        return session
+@pytest.mark.parametrize("environment", [{"REQUESTS_CA_BUNDLE": "ours"}, {"CURL_CA_BUNDLE": "ours"},
+                                         {"REQUESTS_CA_BUNDLE": "ours", "CURL_CA_BUNDLE": "certifi"}])
+def test_tls_trusts_the_ca_bundle_the_environment_names(make_client, tls_receiver, tls_files, monkeypatch, environment):
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ActionError, match="certificate verify failed") as caught:
+        make_client().send("GET", tls_receiver.url("/ok"), token=CancelToken())
+    assert not caught.value.retryable
+    for name, bundle in environment.items():
+        monkeypatch.setenv(name, tls_files[0] if bundle == "ours" else certifi.where())
+    assert make_client().send("GET", tls_receiver.url("/ok"), token=CancelToken()).status_code == 200
 
-    client = make_client(session_factory=trusting_session)
+
+def test_tls_verifies_the_host_name_while_connecting_to_the_checked_address(make_client, tls_receiver, tls_files,
+                                                                            monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_files[0])
+    client = make_client()
     assert client.send("GET", tls_receiver.url("/ok"), token=CancelToken()).status_code == 200
     with pytest.raises(ActionError, match="certificate verify failed"):
         client.send("GET", f"https://127.0.0.1:{tls_receiver.port}/ok", token=CancelToken())

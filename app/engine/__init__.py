@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-import requests
+from urllib3 import PoolManager
 
 from app.config import DEFAULTS, coerce
 from app.engine.base import Engine, EngineStats
@@ -23,21 +23,23 @@ __all__ = ["BoundedExecutor", "CancelToken", "Engine", "EngineStats", "create_en
 
 
 def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
-                  session_factory: Callable[[], requests.Session] | None = None,
+                  manager_factory: Callable[[int], PoolManager] | None = None,
                   clock: Callable[[], datetime] | None = None, sleep: Sleep | None = None) -> Engine:
     """Build (not start) a BoundedExecutor from WORKERS, QUEUE_SIZE, JOB_TIMEOUT, MAX_ATTEMPTS,
     HTTP_TIMEOUT, RETRY_BASE_DELAY, RETRY_MAX_DELAY, ALLOW_PRIVATE_NETWORKS, BREAKER_FAILURES,
     BREAKER_RESET, and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER.
 
-    `session_factory` replaces the guarded requests session (the SSRF guard lives in its adapter),
-    `clock` the UTC clock used for store timestamps, `sleep(token, seconds)` the retry backoff wait."""
+    `manager_factory(maxsize)` replaces the guarded urllib3 PoolManager (engine/guarded.py: the SSRF guard
+    lives in its connections; maxsize is WORKERS), `clock` the UTC clock used for store timestamps,
+    `sleep(token, seconds)` the retry backoff wait."""
     settings = {**DEFAULTS, **config}
     coerce(settings)  # a plain mapping may hold strings, as the environment gives them
     clock = clock or utcnow
     breakers = HostBreakers(metrics, fail_max=settings["BREAKER_FAILURES"], reset_timeout=settings["BREAKER_RESET"],
                             clock=clock)
     client = HttpClient(policy=AddressPolicy(allow_private=settings["ALLOW_PRIVATE_NETWORKS"]), breakers=breakers,
-                        default_timeout=settings["HTTP_TIMEOUT"], session_factory=session_factory)
+                        default_timeout=settings["HTTP_TIMEOUT"], pool_size=settings["WORKERS"],
+                        manager_factory=manager_factory)
     retry = RetryPolicy(max_attempts=max(1, settings["MAX_ATTEMPTS"]), base_delay=settings["RETRY_BASE_DELAY"],
                         max_delay=settings["RETRY_MAX_DELAY"])
     runner = Runner(store, metrics, client, owner_id=new_id("wrk"), job_timeout=settings["JOB_TIMEOUT"],

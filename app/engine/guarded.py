@@ -1,10 +1,10 @@
-"""Connections for action requests that pass the SSRF guard and can be cancelled.
+"""A urllib3 PoolManager for action requests whose connections pass the SSRF guard and can be cancelled.
 
 Every connection, redirects included, is made by `_GuardedConnection._new_conn`: it resolves the
 host itself, checks every address (security/ssrf.py) and connects to a checked address, while TLS
-keeps SNI and certificate checks on the host name. Each socket a request uses is registered with
-the request's CancelToken, so a cancel shuts it down and a read blocked on a silent server returns
-at once instead of at its timeout."""
+keeps SNI and certificate checks on the host name. Each socket a request uses, new or reused from
+the pool, is registered with the request's CancelToken, so a cancel shuts it down and a read blocked
+on a silent server returns at once instead of at its timeout."""
 from __future__ import annotations
 
 import contextvars
@@ -14,8 +14,8 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-import requests
-from requests.adapters import HTTPAdapter
+import certifi
+from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -23,8 +23,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from app.engine.cancel import CancelToken
 from app.security.ssrf import AddressPolicy, resolve_and_check
 
-MAX_REDIRECTS = 5
-USER_AGENT = "ipaas/0.1"
+HOSTS_KEPT = 50  # hosts whose idle keep-alive connections are kept, least recently used out first
 
 
 class _Call:
@@ -121,27 +120,16 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
-class GuardedAdapter(HTTPAdapter):
-    """An HTTPAdapter whose every connection goes through the SSRF guard."""
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
-
-
-def guarded_session() -> requests.Session:
-    """Return a Session whose connections all pass the guard and follow at most 5 redirects."""
-    session = requests.Session()
-    # Proxies from the environment would make the guard judge the proxy, not the destination;
-    # trust_env=False also drops the CA bundle variables, so they are read here as requests would.
-    session.trust_env = False
-    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    session.max_redirects = MAX_REDIRECTS
-    session.headers["User-Agent"] = USER_AGENT
-    adapter = GuardedAdapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+def guarded_pool_manager(maxsize: int) -> PoolManager:
+    """Return a thread-safe PoolManager whose connections all pass the guard, keeping up to
+    `maxsize` idle connections per host (more may be open at once: the pools never block)."""
+    # A PoolManager takes no proxy from the environment, as the guard needs: it must judge the
+    # destination, not a proxy. The CA bundle variables count as they did for requests, else certifi.
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    trust = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
+    manager = PoolManager(num_pools=HOSTS_KEPT, maxsize=maxsize, block=False, cert_reqs="CERT_REQUIRED", **trust)
+    manager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+    return manager
 
 
 @contextmanager

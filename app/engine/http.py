@@ -1,33 +1,44 @@
-"""Outbound HTTP for actions: one pooled, guarded session per worker thread (engine/guarded.py),
-host circuit breakers, timeouts bounded by the job's deadline, and errors classified for retries."""
+"""Outbound HTTP for actions through one shared urllib3 PoolManager whose connections pass the SSRF
+guard (engine/guarded.py): redirects followed as requests followed them, host circuit breakers,
+timeouts bounded by the job's deadline, and errors classified for retries."""
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-import requests
-from requests.structures import CaseInsensitiveDict
+from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager, Timeout
+from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError,
+                                ReadTimeoutError, SSLError)
+from urllib3.util.request import ACCEPT_ENCODING
 
 from app.connectors.base import ActionError
 from app.engine.cancel import CancelToken
-from app.engine.guarded import MAX_REDIRECTS, guarded_call, guarded_session
+from app.engine.guarded import guarded_call, guarded_pool_manager
 from app.security.breaker import CircuitOpen, HostBreakers
 from app.security.redact import redact_text
 from app.security.ssrf import AddressPolicy, BlockedDestination
 
+MAX_REDIRECTS = 5
 READ_LIMIT = 64 * 1024  # bytes of a response body kept; results show less, the rest is dropped
+# What requests sent with every request, so receivers see no difference.
+DEFAULT_HEADERS = {"User-Agent": "ipaas/0.1", "Accept-Encoding": ", ".join(ACCEPT_ENCODING.split(",")),
+                   "Accept": "*/*", "Connection": "keep-alive"}
+_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
 class HttpResponse:
     status_code: int
-    headers: CaseInsensitiveDict[str]
+    headers: HTTPHeaderDict  # case-insensitive
     body: str
+
+
+class _TooManyRedirects(HTTPError):
+    """The server redirected more than MAX_REDIRECTS times."""
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -50,7 +61,7 @@ _PREFIX = re.compile(r"^(<[^<>]*? object at 0x[0-9a-f]+>|\w+\(host='[^']*', port
 
 
 def _cause(exc: BaseException) -> str:
-    """The innermost reason of a requests error, without urllib3's object reprs and secrets."""
+    """The innermost reason of a urllib3 error, without its object reprs and secrets."""
     seen = {id(exc)}
     while True:
         inner = getattr(exc, "reason", None) or exc.__cause__ or next(
@@ -62,55 +73,86 @@ def _cause(exc: BaseException) -> str:
     return redact_text(_PREFIX.sub("", str(exc)) or type(exc).__name__)
 
 
-def _failure(exc: requests.RequestException, host: str, seconds: float) -> ActionError:
-    """Classify a requests error: connection errors and timeouts may succeed on a later attempt."""
-    if isinstance(exc, requests.ConnectTimeout):
+def _failure(exc: Exception, host: str, seconds: float) -> ActionError:
+    """Classify an error: connection errors and timeouts may succeed on a later attempt."""
+    # urllib3 derives NewConnectionError (refused, unresolved) from ConnectTimeoutError.
+    if isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError):
         return ActionError(f"connection to {host} timed out after {seconds:g} s", retryable=True)
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, ReadTimeoutError):
         return ActionError(f"no response from {host} within {seconds:g} s", retryable=True)
-    if isinstance(exc, requests.TooManyRedirects):
+    if isinstance(exc, _TooManyRedirects):
         return ActionError(f"more than {MAX_REDIRECTS} redirects from {host}")
-    if isinstance(exc, requests.exceptions.SSLError):
+    if isinstance(exc, SSLError):
         return ActionError(f"TLS error with {host}: {_cause(exc)}")
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, (NewConnectionError, ProtocolError, ClosedPoolError)):
         return ActionError(f"connection to {host} failed: {_cause(exc)}", retryable=True)
     return ActionError(f"invalid request to {host}: {_cause(exc)}")
 
 
-def _read_body(response: requests.Response) -> str:
-    chunks, size = [], 0
-    for chunk in response.iter_content(8192):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= READ_LIMIT:
-            break
-    raw = b"".join(chunks)[:READ_LIMIT]
+def _read_body(answer: BaseHTTPResponse) -> bytes:
+    """Read at most READ_LIMIT bytes; the connection goes back to the pool only if nothing is left unread."""
     try:
-        return raw.decode(response.encoding or "utf-8", errors="replace")
+        return answer.read(READ_LIMIT)
+    finally:
+        if not answer.closed:
+            answer.close()
+        answer.release_conn()
+
+
+def _decode(raw: bytes, headers: HTTPHeaderDict) -> str:
+    """Decode with the Content-Type charset, else as requests did: ISO-8859-1 for text/*, else UTF-8."""
+    mime, *params = headers.get("Content-Type", "").split(";")
+    charset = "ISO-8859-1" if mime.strip().lower().startswith("text/") else "utf-8"
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip(" \"'") or "utf-8"
+    try:
+        return raw.decode(charset, errors="replace")
     except LookupError:  # the server named a charset Python does not know
         return raw.decode("utf-8", errors="replace")
 
 
-class HttpClient:
-    """Sends action requests: per-thread sessions, the guard, host breakers and timeouts."""
+def _same_origin(old: str, new: str) -> bool:
+    """Whether a redirect may keep Authorization: same scheme, host and port, or http upgraded to https."""
+    a, b = urlsplit(old), urlsplit(new)
+    if a.hostname != b.hostname:
+        return False
+    upgrade = a.scheme == "http" and a.port in (80, None) and b.scheme == "https" and b.port in (443, None)
+    return upgrade or (a.scheme, a.port or _PORTS.get(a.scheme)) == (b.scheme, b.port or _PORTS.get(b.scheme))
 
-    def __init__(self, *, policy: AddressPolicy, breakers: HostBreakers, default_timeout: float,
-                 session_factory: Callable[[], requests.Session] | None = None):
+
+def _redirect(status: int, method: str, url: str, location: str, headers: HTTPHeaderDict,
+              body: bytes | None) -> tuple[str, str, HTTPHeaderDict, bytes | None]:
+    """The request a redirect asks for, made as requests (and browsers) make it."""
+    # http.client decodes header bytes as latin-1, but servers send UTF-8 locations.
+    target = urljoin(url, location.encode("latin-1").decode("utf-8"))
+    if status in (302, 303) and method != "HEAD" or status == 301 and method == "POST":
+        method = "GET"
+    headers = headers.copy()
+    if status not in (307, 308):
+        body = None
+        for name in ("Content-Length", "Content-Type", "Transfer-Encoding"):
+            headers.discard(name)
+    for name in ("Cookie", "Proxy-Authorization"):  # requests rebuilt these from its cookie jar and proxies
+        headers.discard(name)
+    if not _same_origin(url, target):
+        headers.discard("Authorization")
+    return method, target, headers, body
+
+
+class HttpClient:
+    """Sends action requests: pooled keep-alive connections, the guard, host breakers and timeouts.
+
+    `pool_size` idle connections are kept per host (the engine passes its worker count);
+    `manager_factory(pool_size)` replaces engine/guarded.py's `guarded_pool_manager`."""
+
+    def __init__(self, *, policy: AddressPolicy, breakers: HostBreakers, default_timeout: float, pool_size: int = 10,
+                 manager_factory: Callable[[int], PoolManager] | None = None):
         self._policy = policy
         self._breakers = breakers
         self._default_timeout = default_timeout
-        self._factory = session_factory or guarded_session
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._sessions: list[requests.Session] = []
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = self._factory()
-            with self._lock:
-                self._sessions.append(session)
-        return session
+        self._manager = (manager_factory or guarded_pool_manager)(pool_size)
 
     def send(self, method: str, url: str, *, token: CancelToken, headers: dict[str, str] | None = None,
              data: bytes | None = None, timeout: float | None = None) -> HttpResponse:
@@ -127,18 +169,32 @@ class HttpClient:
         if remaining is not None:
             seconds = max(0.001, min(seconds, remaining))
         try:
-            with guarded_call(token, self._policy), self._session().request(
-                    method, url, headers=headers, data=data, stream=True, timeout=(seconds, seconds)) as answer:
-                response = HttpResponse(answer.status_code, CaseInsensitiveDict(answer.headers), _read_body(answer))
+            with guarded_call(token, self._policy):
+                response = self._exchange(method, url, headers, data, Timeout(connect=seconds, read=seconds))
         except BlockedDestination as exc:
             raise ActionError(exc.message) from exc
-        except requests.RequestException as exc:
+        except (HTTPError, ValueError) as exc:  # ValueError: a URL or header http.client refuses
             token.check()  # a cancel shut the socket down: the cancel is the outcome, not the error
             error = _failure(exc, host, seconds)
             if error.retryable:
                 self._breakers.record(host, failed=True)
             raise error from exc
         return self._judge(host, response)
+
+    def _exchange(self, method: str, url: str, headers: dict[str, str] | None, body: bytes | None,
+                  timeout: Timeout) -> HttpResponse:
+        merged = HTTPHeaderDict(DEFAULT_HEADERS)
+        merged.update(headers or {})
+        for _ in range(MAX_REDIRECTS + 1):
+            # urllib3 retries nothing (the runner does) and follows no redirect (_redirect does).
+            answer = self._manager.urlopen(method, url, body=body, headers=merged, timeout=timeout, retries=False,
+                                           redirect=False, preload_content=False)
+            raw = _read_body(answer)
+            location = answer.get_redirect_location()
+            if not location:
+                return HttpResponse(answer.status, answer.headers, _decode(raw, answer.headers))
+            method, url, merged, body = _redirect(answer.status, method, url, location, merged, body)
+        raise _TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
     def _judge(self, host: str, response: HttpResponse) -> HttpResponse:
         status = response.status_code
@@ -151,9 +207,5 @@ class HttpClient:
                           status_code=status, body=response.body)
 
     def close(self) -> None:
-        """Close every thread's session; call once the workers are done."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-            self._local = threading.local()
-        for session in sessions:
-            session.close()
+        """Close every pooled connection; call once the workers are done."""
+        self._manager.clear()
