@@ -48,6 +48,11 @@ _CANCEL = """
     WHERE tenant_id = :tenant_id AND status IN ('queued', 'running') AND """
 
 
+# Executions waiting to be adopted: handed back (queued, no owner), or left by a dead process.
+_ORPHANED = """((status = 'queued' AND owner IS NULL)
+                OR (status IN ('queued', 'running') AND owner IN (SELECT value FROM json_each(:dead))))"""
+
+
 def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
     # fetchall, not fetchone: an unfinished statement would block the COMMIT.
     found = conn.execute(sql, params).fetchall()
@@ -354,17 +359,18 @@ class SqliteStore(Store):
 
     def adopt_orphans(self, owner: str, *, dead_owners: list[str], limit: int) -> list[Execution]:
         check_limit(limit)
+        params = {"owner": owner, "dead": json.dumps(list(dead_owners)), "limit": limit}
+        # Every process asks every second and there is almost never anything to adopt: a read says so
+        # without taking the write lock (the write below decides, should a row appear meanwhile).
+        if not self._db.read(f"SELECT 1 FROM executions WHERE {_ORPHANED} LIMIT 1", params):
+            return []
 
         def write(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             return conn.execute(
-                """UPDATE executions SET status = 'queued', owner = :owner, started_at = NULL
-                   WHERE id IN (
-                       SELECT id FROM executions
-                       WHERE (status = 'queued' AND owner IS NULL)
-                          OR (status IN ('queued', 'running') AND owner IN (SELECT value FROM json_each(:dead)))
-                       ORDER BY created_at, id LIMIT :limit)
-                   RETURNING *""",
-                {"owner": owner, "dead": json.dumps(list(dead_owners)), "limit": limit},
+                f"""UPDATE executions SET status = 'queued', owner = :owner, started_at = NULL
+                    WHERE id IN (SELECT id FROM executions WHERE {_ORPHANED} ORDER BY created_at, id LIMIT :limit)
+                    RETURNING *""",
+                params,
             ).fetchall()
 
         # RETURNING gives no order guarantee.
