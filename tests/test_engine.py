@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -20,6 +21,7 @@ from app import logutils
 from app.engine import BoundedExecutor, create_engine
 from app.engine.guarded import guarded_pool_manager
 from app.engine.runner import RetryPolicy
+from app.engine.supervisor import pid_alive
 from app.errors import QueueFull, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, User, Workflow, new_id, utcnow
@@ -398,6 +400,22 @@ def _dead_pid() -> int:
     return process.pid
 
 
+def test_a_zombie_process_is_not_alive():
+    """A worker killed along with its master stays a zombie until PID 1 reaps it: its executions must
+    not wait for that."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z":
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    try:
+        assert not pid_alive(child.pid)
+        assert pid_alive(os.getpid())
+    finally:
+        child.wait()
+    assert not pid_alive(child.pid)  # reaped: gone
+
+
 @pytest.mark.parametrize("host, pid, age", [("elsewhere", 1, 60), (socket.gethostname(), None, 0)],
                          ids=["stale-heartbeat", "dead-pid-on-this-host"])
 def test_recovery_adopts_orphans_of_a_dead_owner(bench, receiver, host, pid, age):
@@ -416,6 +434,15 @@ def test_recovery_keeps_adopting_unowned_executions_after_start(bench, receiver)
     engine = bench.engine()
     handed_back = bench.record(bench.workflow({"url": receiver.url("/ok")}), owner=None)
     assert bench.finished(engine, handed_back, timeout=3.0).status is SUCCEEDED
+
+
+def test_recovery_drains_a_backlog_larger_than_the_queue_at_the_engines_pace(bench, receiver):
+    """A round that fills every free slot is followed by another at the next tick, not recover_every later."""
+    workflow = bench.workflow({"url": receiver.url("/ok")})
+    handed_back = [bench.record(workflow, owner=None) for _ in range(8)]
+    engine = bench.engine(WORKERS=1, QUEUE_SIZE=1, RECOVER_INTERVAL=3600)  # start() adopts the first 2
+    assert [bench.finished(engine, i).status for i in handed_back] == [SUCCEEDED] * 8
+    assert len(receiver.requests("/ok")) == 8
 
 
 def test_recovery_leaves_a_live_owner_alone(bench, receiver):

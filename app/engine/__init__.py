@@ -27,7 +27,7 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
                   clock: Callable[[], datetime] | None = None, sleep: Sleep | None = None) -> Engine:
     """Build (not start) a BoundedExecutor from WORKERS, QUEUE_SIZE, JOB_TIMEOUT, MAX_ATTEMPTS,
     HTTP_TIMEOUT, RETRY_BASE_DELAY, RETRY_MAX_DELAY, ALLOW_PRIVATE_NETWORKS, BREAKER_FAILURES,
-    BREAKER_RESET, and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER.
+    BREAKER_RESET, and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER, RECOVER_INTERVAL.
 
     `manager_factory(maxsize)` replaces the guarded urllib3 PoolManager (engine/guarded.py: the SSRF guard
     lives in its connections; maxsize is WORKERS), `clock` the UTC clock used for store timestamps,
@@ -47,6 +47,7 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
     defaults = SupervisorTiming()
     timing = SupervisorTiming(tick=float(settings.get("SUPERVISOR_TICK", defaults.tick)),
                               heartbeat_every=float(settings.get("HEARTBEAT_INTERVAL", defaults.heartbeat_every)),
-                              dead_after=float(settings.get("WORKER_DEAD_AFTER", defaults.dead_after)))
+                              dead_after=float(settings.get("WORKER_DEAD_AFTER", defaults.dead_after)),
+                              recover_every=float(settings.get("RECOVER_INTERVAL", defaults.recover_every)))
     return BoundedExecutor(store, metrics, runner, client, workers=settings["WORKERS"],
                            queue_size=settings["QUEUE_SIZE"], timing=timing, clock=clock)

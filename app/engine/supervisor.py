@@ -33,14 +33,21 @@ class SupervisorTiming:
 
 
 def pid_alive(pid: int) -> bool:
-    """Tell whether a process with this pid exists on this host."""
+    """Tell whether a process with this pid runs on this host. A zombie does not: a gunicorn worker
+    whose master was killed with it is reparented to PID 1, and a container's PID 1 may reap it late
+    or never, which would hold its executions until its heartbeat goes stale (30 s)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ')'.
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or the process just went
         return True
-    return True
 
 
 class Supervisor:
@@ -54,6 +61,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_heartbeat = self._next_recovery = 0.0
+        self._backlog = False  # the last recovery round filled every free slot
 
     def start(self) -> None:
         """Register this process, recover orphans at once, then run the loop in a daemon thread."""
@@ -102,8 +110,11 @@ class Supervisor:
         return worker.host == self._host and not pid_alive(worker.pid)
 
     def recover(self) -> None:
-        """Adopt orphaned executions into the free slots; forget dead processes left owning nothing."""
-        self._next_recovery = time.monotonic() + self._timing.recover_every
+        """Adopt orphaned executions into the free slots; forget dead processes left owning nothing.
+
+        While orphans outnumber the free slots (the last round filled them all), rounds come every tick
+        instead of every recover_every, so a backlog drains at the engine's pace."""
+        self._schedule_recovery()
         with self._engine.free_slots(self._engine.capacity) as slots:
             if not slots:
                 return
@@ -114,7 +125,13 @@ class Supervisor:
                 slot.submit(execution.id)
         if adopted:
             log.info("adopted orphaned executions", extra={"data": {"count": len(adopted), "dead_owners": dead}})
-        if len(adopted) < len(slots):  # nothing is left to adopt from them
+        self._backlog = len(adopted) == len(slots)
+        self._schedule_recovery()
+        if not self._backlog:  # nothing is left to adopt from them
             for worker_id in dead:
                 self._store.remove_worker(worker_id)
                 log.info("removed dead worker", extra={"data": {"worker": worker_id}})
+
+    def _schedule_recovery(self) -> None:
+        pause = self._timing.tick if self._backlog else self._timing.recover_every
+        self._next_recovery = time.monotonic() + pause
