@@ -10,8 +10,8 @@ queued (up to MAX_BATCH, its own included) and runs them on the store's one writ
 then wakes their callers. Writes that arrive meanwhile wait; when the leader is done it hands the
 lead to the oldest of them, whose batch is everything queued by then. So batches form by themselves
 while a COMMIT's fsync runs, with no added delay, and a write that overlaps no other costs no thread
-switch at all. (A dedicated writer thread cost two switches per write: ~300 µs of CPU per write
-against ~120 µs this way, measured in bench/RESULTS.md.)
+switch at all. (A dedicated writer thread costs two thread switches per write: a create_execution
+alone took 464 µs of CPU that way against 412 µs this way, measured in bench/RESULTS.md.)
 
 A write that raises is rolled back to its savepoint alone and gets its exception; the others commit.
 Each caller is answered only once COMMIT has returned, so what it sees is what a transaction of its

@@ -1,5 +1,5 @@
 """SQLite connections for the store: one per thread for reads, a transaction helper, error translation,
-migrations. Writes go through the store's writer thread (see _group_commit), which opens its own
+migrations. Writes go through the store's group committer (see _group_commit), which opens its own
 connection with `Connections.connect`."""
 from __future__ import annotations
 
