@@ -16,7 +16,7 @@ import time
 
 import wrk
 from context import Context
-from procs import CpuWatch, cpu_seconds
+from procs import CpuWatch, cpu_seconds, split_sampled
 from service import Service
 
 PACED_CONNECTIONS = 10
@@ -36,7 +36,10 @@ def run(ctx: Context) -> list[dict]:
             workflow = server.create_workflow(rx.url("/hook/slack"), name=f"e2e-{index}")
             rx.reset()
             cpu, server_cpu = CpuWatch(), cpu_seconds(server.pids())
-            load = wrk.run(server.webhook_url(workflow), connections=50, seconds=t.e2e)
+            with split_sampled(server.port) as split:
+                load = wrk.run(server.webhook_url(workflow), connections=50, seconds=t.e2e)
+            # As in ingest.py: all 50 connections on one gunicorn process cap the run near one core.
+            record["conn_split"] = split
             server_cpu = cpu_seconds(server.pids()) - server_cpu
             record["cpu"] = cpu.stop()
             start, end = load["t_start"] + t.e2e_skip, load["t_end"]
@@ -60,7 +63,7 @@ def run(ctx: Context) -> list[dict]:
             })
             ctx.log(f"  completed {record['completed_per_s']:.0f}/s (slowest second {record['min_window_per_s']})"
                     f"  a2d p50 {record['a2d_p50_ms']} p99 {record['a2d_p99_ms']} ms  ack p99 {load['p99_ms']:.0f} ms"
-                    f"  rows {record['rows']} delivered {record['delivered']}  foreign cpu "
+                    f"  rows {record['rows']} delivered {record['delivered']}  connections per worker {split}  foreign cpu "
                     f"{record['cpu']['foreign_cores']}")
             _paced(ctx, server, record, index)
             records.append(ctx.save(record))

@@ -14,11 +14,9 @@ free slot once a second, O(IPAAS_QUEUE_SIZE), which would distort it.
 """
 from __future__ import annotations
 
-import threading
-
 import wrk
 from context import Context
-from procs import CpuWatch, connection_split, cpu_seconds
+from procs import CpuWatch, cpu_seconds, split_sampled
 from service import Baseline, Group, Service
 
 KEYS = ("accepted_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "s503", "s429", "other_status",
@@ -27,11 +25,8 @@ KEYS = ("accepted_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "s503", "s429"
 
 def _measure(ctx: Context, record: dict, name: str, url: str, server: Group) -> None:
     cpu, server_cpu = CpuWatch(), cpu_seconds(server.pids())
-    split: list[int] = []
-    probe = threading.Timer(2.0, lambda: split.extend(connection_split(server.port)))
-    probe.start()
-    result = wrk.run(url, connections=50, seconds=ctx.timing.ingest)
-    probe.join()
+    with split_sampled(server.port) as split:
+        result = wrk.run(url, connections=50, seconds=ctx.timing.ingest)
     server_cpu = cpu_seconds(server.pids()) - server_cpu
     # wrk's 50 connections per gunicorn worker: the workers race for accept, and an uneven split (say
     # 40/10) caps a CPU-bound target near one process's speed. Recorded to explain outliers.

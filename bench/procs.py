@@ -9,6 +9,8 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -133,6 +135,19 @@ class RssPeak(threading.Thread):
         self._stop_event.set()
         self.join(5)
         return self.peak
+
+
+@contextmanager
+def split_sampled(port: int, after: float = 2.0) -> Iterator[list[int]]:
+    """Yield a list that gets connection_split(port) as it is `after` seconds into the block (start a
+    load inside it); the block's end waits for the sample."""
+    split: list[int] = []
+    probe = threading.Timer(after, lambda: split.extend(connection_split(port)))
+    probe.start()
+    try:
+        yield split
+    finally:
+        probe.join()
 
 
 def connection_split(port: int) -> list[int]:

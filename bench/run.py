@@ -12,7 +12,6 @@ Needs wrk (apt-get install wrk; /work/shared/bench/setup.sh installs it). See be
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
