@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The pipeline without gunicorn and wrk: CPU per execution of the app's own code, less noisy than run.py.
 
-    .venv/bin/python bench/inprocess.py [--executions 4000] [--threads 8] [--memory] [--switch-interval S]
+    .venv/bin/python bench/inprocess.py [--executions 4000] [--threads 8] [--memory] [--switch-interval S] [--root DIR]
 
 Builds the app in this process (production settings: SQLite WAL synchronous=FULL in a temp directory, the
 engine with its defaults, logs at WARNING), a slack_message workflow delivering to bench/receiver.py on
@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--memory", action="store_true", help="the memory store instead of SQLite")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, seconds (default 0.005)")
+    parser.add_argument("--root", default=str(ROOT), help="project tree to run, e.g. a `git archive` export")
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
@@ -44,7 +45,8 @@ def main() -> int:
         IPAAS_DATABASE_URL="memory://" if args.memory else f"sqlite:///{work / 'inprocess.sqlite3'}",
         IPAAS_ALLOW_PRIVATE_NETWORKS="true", IPAAS_TENANT_RATE="1000000", IPAAS_TENANT_BURST="1000000",
         IPAAS_LOG_LEVEL="WARNING", IPAAS_START_ENGINE="true", PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(dir=work))
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, args.root)
+    os.chdir(args.root)
     from app import create_app, shutdown_app
 
     app = create_app()
