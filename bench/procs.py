@@ -33,25 +33,24 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2:].split()
 
 
-def group_pids(pgrp: int) -> list[int]:
-    """Live (non-zombie) processes of a process group."""
+def _live_where(field: int, value: int) -> list[int]:
+    """Live (non-zombie) processes whose stat field number `field` (after the state) equals `value`."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = _stat(int(entry))
-            if fields and fields[0] != "Z" and int(fields[2]) == pgrp:
+            if fields and fields[0] != "Z" and int(fields[field]) == value:
                 found.append(int(entry))
-    return found
+    return sorted(found)
+
+
+def group_pids(pgrp: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    return _live_where(2, pgrp)
 
 
 def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and fields[0] != "Z" and int(fields[1]) == pid:
-                found.append(int(entry))
-    return sorted(found)
+    return _live_where(1, pid)
 
 
 def rss_bytes(pids: list[int]) -> int:
