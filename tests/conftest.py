@@ -9,6 +9,7 @@ from app import create_app, shutdown_app
 from app.models import User, new_id, utcnow
 from app.security.apikeys import issue_key
 from app.store import MemoryStore, Store
+from tests.services import postgres_url, redis_server, redis_url  # noqa: F401 (fixtures)
 
 
 @dataclass
