@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from app.models import utcnow
+from app.store import migrations
 from app.store._sqlite_rows import to_ts
 from app.store.base import DuplicateError, StoreError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
-
-# Append (version, sql) pairs; never edit one that has shipped.
-MIGRATIONS: list[tuple[int, str]] = [(1, SCHEMA_PATH.read_text(encoding="utf-8"))]
+# Add a file under app/store/migrations/sqlite/; never edit one that has shipped.
+MIGRATIONS = migrations.load("sqlite")
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -135,13 +134,14 @@ class Connections:
 def apply_migrations(conn: sqlite3.Connection) -> None:
     """Run the migrations newer than the database's version; call inside a write transaction."""
     exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchall()
-    current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0] if exists else 0
-    for version, script in MIGRATIONS:
-        if version > current:
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_version")} if exists else set()
+    for migration in MIGRATIONS:
+        if migration.version not in applied:
             # executescript() would commit the caller's transaction, so run the statements one by one.
-            for statement in _statements(script):
+            for statement in _statements(migration.script):
                 conn.execute(statement)
-            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, to_ts(utcnow())))
+            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                         (migration.version, to_ts(utcnow())))
 
 
 def _statements(script: str) -> Iterator[str]:

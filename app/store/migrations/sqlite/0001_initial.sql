@@ -1,4 +1,4 @@
--- ipaas schema, version 1. Applied by `flask --app wsgi init-db` (app/store/sqlite.py, migration 1).
+-- ipaas schema, migration 1 (SQLite). Applied by `flask --app wsgi init-db` and at start (app/store/sqlite.py).
 -- Timestamps: TEXT, ISO-8601 UTC with microseconds ('2024-05-01T12:00:00.000000+00:00'), so they sort as text.
 -- JSON fields (config, payload, headers, query, result): TEXT holding JSON.
 
