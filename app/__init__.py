@@ -9,6 +9,7 @@ from app import logutils
 from app.config import DEFAULTS, coerce
 from app.engine.base import Engine
 from app.metrics import Metrics
+from app.security.keys import load_secret_keys
 from app.security.ratelimit import TenantRateLimiter
 from app.services import Services
 from app.store import Store, create_store
@@ -26,6 +27,9 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_PAYLOAD_BYTES"]
     app.json.sort_keys = False
     logutils.configure(app.config["LOG_LEVEL"])
+    # The first key signs dashboard sessions; all of them are kept for decrypting stored secrets.
+    app.config["SECRET_KEYS"] = load_secret_keys(app.config.get("SECRET_KEY"), app.instance_path)
+    app.secret_key = app.config["SECRET_KEYS"][0]
 
     store = store or create_store(app.config["DATABASE_URL"])
     store.init_schema()

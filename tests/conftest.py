@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from cryptography.fernet import Fernet
 
 from app import create_app, shutdown_app
 from app.models import User, new_id, utcnow
@@ -33,8 +34,12 @@ def make_account(store: Store, tenant: str = "acme", email: str | None = None) -
     return Account(tenant_id=tenant_record.id, user_id=user.id, key=issue_key(store, user, now=now))
 
 
+TEST_SECRET_KEY = Fernet.generate_key().decode()
+
+
 def build_app(store: Store, **config):
-    settings = {"TESTING": True, "ALLOW_PRIVATE_NETWORKS": True, "LOG_LEVEL": "WARNING", **config}
+    settings = {"TESTING": True, "ALLOW_PRIVATE_NETWORKS": True, "LOG_LEVEL": "WARNING",
+                "SECRET_KEY": TEST_SECRET_KEY, **config}
     return create_app(settings, store=store)
 
 

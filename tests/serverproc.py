@@ -33,7 +33,10 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 from urllib.parse import urlencode
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET_KEY = os.environ.get("IPAAS_SECRET_KEY") or Fernet.generate_key().decode()
 READY_TIMEOUT = 20.0
 _LIVE: set[GunicornServer] = set()
 
@@ -51,6 +54,8 @@ def service_env(tmp_path: Path, env: Mapping[str, str | None] | None = None) -> 
         "IPAAS_DATABASE_URL": f"sqlite:///{tmp_path}/ipaas.sqlite3",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
         "PYTHONUNBUFFERED": "1",
+        # A key of the test run's own, so no server writes one into the project's instance folder.
+        "IPAAS_SECRET_KEY": TEST_SECRET_KEY,
     })
     merged.update(env or {})
     return {key: value for key, value in merged.items() if value is not None}
