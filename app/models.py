@@ -107,7 +107,7 @@ class Execution:
     payload: Any
     created_at: datetime
     headers: dict[str, str] = field(default_factory=dict)
-    query: dict[str, str] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)  # a repeated key holds a list
     attempts: int = 0
     result: dict[str, Any] | None = None
     error: str | None = None

@@ -74,7 +74,7 @@ class Services:
         return workflow
 
     def ingest(self, workflow: Workflow, *, trigger: str, payload: Any, headers: dict[str, str] | None = None,
-               query: dict[str, str] | None = None, idempotency_key: str | None = None,
+               query: dict[str, Any] | None = None, idempotency_key: str | None = None,
                replay_of: str | None = None) -> tuple[Execution, bool]:
         """Record a queued execution and hand it to the engine; return it and whether it is new.
 

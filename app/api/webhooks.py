@@ -10,7 +10,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from app import logutils, validation
 from app.api.auth import services
-from app.api.bodies import webhook_payload
+from app.api.bodies import collapse, webhook_payload
+from app.api.encodings import decode_content
 from app.api.serialize import execution_json
 from app.errors import BadRequest, PayloadTooLarge
 from app.security.redact import redact_headers
@@ -46,10 +47,11 @@ def receive(workflow_id: str):
     raw = request.get_data(cache=True)
     if workflow.secret is not None:
         _verify(workflow.secret, raw)
-    payload = webhook_payload(raw)
+    body = decode_content(raw, request.headers.get("Content-Encoding"), limit)
+    payload = webhook_payload(body, request.mimetype, request.mimetype_params)
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
                                     headers=redact_headers(dict(request.headers)),
-                                    query=request.args.to_dict(), idempotency_key=_idempotency_key())
+                                    query=collapse(request.args.lists()), idempotency_key=_idempotency_key())
     if wait is None or not created:
         return jsonify({"execution_id": execution.id}), 202
     finished = svc.wait(execution, wait, _sender_hung_up)
