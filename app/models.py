@@ -95,6 +95,7 @@ class Workflow:
     created_at: datetime
     updated_at: datetime
     secret: str | None = None
+    signature_scheme: str = "auto"  # auto | standard | github | stripe | slack | shopify
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def test_rate_limited_tenant_gets_429_while_another_is_served(store, receiver):
 
 
 class TestSignedWebhooks:
-    SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+    SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGhlLWlwYWFzLXRlc3Rz"
     BODY = b'{"user": {"name": "Ada"}}'
 
     @pytest.fixture
