@@ -25,8 +25,9 @@ def executions() -> Response:
     page = services().list_executions(principal(), workflow_id=workflow_id, status=status,
                                       limit=PAGE_SIZE, cursor=cursor)
     workflows = services().list_workflows(principal(), limit=FILTER_WORKFLOWS, cursor=None).items
-    return render_page("executions.html", "_executions.html", page=page, cursor=cursor,
-                       workflow_id=workflow_id, status=status.value if status else None,
+    filters = {key: value for key, value in (("workflow_id", workflow_id), ("status", status and status.value))
+               if value}
+    return render_page("executions.html", "_executions.html", page=page, cursor=cursor, filters=filters,
                        statuses=[s.value for s in ExecutionStatus], workflows=workflows,
                        names={workflow.id: workflow.name for workflow in workflows},
                        # Only the first page polls: new executions appear at its top.
