@@ -5,7 +5,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, g
 
 from app.ui import csrf
 
@@ -35,5 +35,4 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def dashboard_globals() -> dict[str, Any]:
-        return {"csrf_token": csrf.token, "principal": g.get("principal"),
-                "has_page": lambda endpoint: endpoint in current_app.view_functions}
+        return {"csrf_token": csrf.token, "principal": g.get("principal")}
