@@ -20,7 +20,7 @@ class QueueOverview:
     workers_busy: int  # worker threads running one, all processes (ipaas_workers_busy)
     since: datetime  # start of the counted window
     by_status: dict[str, int]  # the tenant's executions created since `since`, every status present
-    capped: bool  # True when more than COUNT_SCAN_LIMIT were created since `since`: counts are a floor
+    capped: bool  # True when the scan limit was reached before `since`: the counts are a floor
     recent_failures: list[Execution]  # the tenant's newest failed or timed-out executions, newest first
 
 
@@ -35,7 +35,9 @@ def last_executions(store: Store, principal: Principal, workflow_ids: list[str])
 
 
 def queue_overview(store: Store, metrics: Metrics, principal: Principal, *, now: datetime,
-                   window: timedelta = timedelta(hours=1), failures: int = 10) -> QueueOverview:
+                   window: timedelta = timedelta(hours=1), failures: int = 10,
+                   scan_limit: int = COUNT_SCAN_LIMIT) -> QueueOverview:
+    """The queue page's numbers; the counts read at most about `scan_limit` executions (in pages of 200)."""
     since = now - window
     counts = {status.value: 0 for status in ExecutionStatus}
     seen, cursor, capped = 0, None, False
@@ -47,7 +49,7 @@ def queue_overview(store: Store, metrics: Metrics, principal: Principal, *, now:
         seen += len(recent)
         if len(recent) < len(page.items) or page.next_cursor is None:
             break
-        if seen >= COUNT_SCAN_LIMIT:
+        if seen >= scan_limit:
             capped = True
             break
         cursor = page.next_cursor

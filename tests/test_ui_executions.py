@@ -152,3 +152,16 @@ def test_ui_run_now_and_replay_run_the_workflow(engine_client, receiver):
     replayed = services.get_execution(principal_of(account), replay_id)
     assert (replayed.trigger, replayed.replay_of, replayed.payload) == ("replay", first_id, {"n": 7})
     assert f"Replay of {first_id} started." in client.get(response.location).text
+
+
+def test_ui_queue_counts_stop_at_the_scan_limit_and_say_so(services, account):
+    from app.overview import queue_overview
+
+    workflow = make_workflow(services, account)
+    start = utcnow() - timedelta(minutes=30)
+    for i in range(250):
+        record_execution(services, workflow, when=start + timedelta(milliseconds=i))
+    capped = queue_overview(services.store, services.metrics, principal_of(account), now=utcnow(), scan_limit=200)
+    assert capped.capped and capped.by_status["queued"] == 200
+    exact = queue_overview(services.store, services.metrics, principal_of(account), now=utcnow())
+    assert not exact.capped and exact.by_status["queued"] == 250
