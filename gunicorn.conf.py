@@ -20,8 +20,10 @@ Shutdown, as gunicorn 27's gthread worker does it (read in gunicorn/arbiter.py, 
 
 Reload (HUP to the master) loads new code: the master re-reads this file, forks new workers, which
 import `app` afresh (the master never imports it: it only needs serving/, which a HUP does not
-reload), and stops the old ones as SIGTERM does. See "Reloads" below for what keeps every request
-answered meanwhile.
+reload), and stops the old ones as SIGTERM does: their requests are answered, their running
+executions finish within graceful_timeout or are handed back and adopted by the new workers. The
+listening socket stays open in the master throughout, so no connection is refused. Why gunicorn >= 27
+and not `--reuse-port` for reloads: serving/worker.py, after the upstream reports it looked into.
 """
 from __future__ import annotations
 
