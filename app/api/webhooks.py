@@ -48,7 +48,7 @@ def receive(workflow_id: str):
         _verify(workflow.secret, raw)
     payload = webhook_payload(raw)
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
-                                    headers=redact_headers(dict(request.headers)),
+                                    headers=_recorded_headers(),
                                     query=request.args.to_dict(), idempotency_key=_idempotency_key())
     if wait is None or not created:
         return jsonify({"execution_id": execution.id}), 202
@@ -64,6 +64,12 @@ def _verify(secret: str, raw: bytes) -> None:
     except SignatureError as error:
         log.warning("webhook signature refused", extra={"data": {"reason": error.message}})
         raise
+
+
+def _recorded_headers() -> dict[str, str]:
+    """The request's headers as the execution keeps them: names in lower case (as templates and most
+    gateways show them, and as HTTP/2 sends them), secret values redacted."""
+    return redact_headers({name.lower(): value for name, value in request.headers.items()})
 
 
 def _idempotency_key() -> str | None:

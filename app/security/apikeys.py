@@ -10,7 +10,7 @@ import re
 import secrets
 from datetime import datetime
 
-from app.errors import Unauthorized
+from app.errors import BadApiKey
 from app.models import ApiKey, Principal, User, new_id
 from app.store import Store
 
@@ -32,14 +32,14 @@ def issue_key(store: Store, user: User, *, now: datetime) -> str:
 
 
 def authenticate(store: Store, authorization: str | None) -> Principal:
-    """Resolve an `Authorization: Bearer <key>` header to its principal, or raise Unauthorized."""
+    """Resolve an `Authorization: Bearer <key>` header to its principal, or raise BadApiKey."""
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+        raise BadApiKey("missing API key: send Authorization: Bearer <key>", sent=False)
     match = _KEY_RE.match(key.strip())
     record = store.get_api_key(match.group(1)) if match else None
     # Compare even when the prefix is unknown, so timing does not tell valid prefixes apart.
     expected = record.key_hash if record else hash_key("")
     if not hmac.compare_digest(expected, hash_key(key.strip())) or record is None or record.revoked_at:
-        raise Unauthorized("invalid or revoked API key")
+        raise BadApiKey("invalid or revoked API key", sent=True)
     return Principal(tenant_id=record.tenant_id, user_id=record.user_id, key_prefix=record.prefix)
