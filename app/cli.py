@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from app.api.serialize import execution_json
+from app.engine import retention
 from app.models import ExecutionStatus, User, isoformat, new_id, utcnow
 from app.security.apikeys import issue_key
 from app.services import Services
@@ -97,8 +98,14 @@ def list_executions(workflow_id: str | None, status: str | None, limit: int) -> 
 @executions.command("purge")
 @click.option("--older-than", "days", required=True, type=click.FloatRange(min=0), help="Age in days.")
 def purge_executions(days: float) -> None:
-    """Delete finished executions created more than DAYS days ago."""
-    removed = _services().store.purge_executions(before=utcnow() - timedelta(days=days))
+    """Delete finished executions created more than DAYS days ago, in batches of 500 (each a short
+    transaction, so a running service keeps writing meanwhile)."""
+    store, before, removed = _services().store, utcnow() - timedelta(days=days), 0
+    while True:
+        batch = store.purge_executions(before=before, limit=retention.BATCH)
+        removed += batch
+        if batch < retention.BATCH:
+            break
     click.echo(f"purged {removed} executions")
 
 

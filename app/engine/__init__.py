@@ -11,6 +11,7 @@ from app.engine.base import Engine, EngineStats
 from app.engine.cancel import CancelToken
 from app.engine.http import HttpClient
 from app.engine.pool import BoundedExecutor
+from app.engine.retention import Retention
 from app.engine.runner import RetryPolicy, Runner, Sleep
 from app.engine.supervisor import SupervisorTiming
 from app.metrics import Metrics
@@ -27,7 +28,8 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
                   clock: Callable[[], datetime] | None = None, sleep: Sleep | None = None) -> Engine:
     """Build (not start) a BoundedExecutor from WORKERS, QUEUE_SIZE, JOB_TIMEOUT, MAX_ATTEMPTS,
     HTTP_TIMEOUT, RETRY_BASE_DELAY, RETRY_MAX_DELAY, ALLOW_PRIVATE_NETWORKS, BREAKER_FAILURES,
-    BREAKER_RESET, and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER, RECOVER_INTERVAL.
+    BREAKER_RESET, EXECUTION_RETENTION_DAYS, and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL,
+    WORKER_DEAD_AFTER, RECOVER_INTERVAL, RETENTION_INTERVAL (seconds between purge runs, all processes).
 
     `manager_factory(maxsize)` replaces the guarded urllib3 PoolManager (engine/guarded.py: the SSRF guard
     lives in its connections; maxsize is WORKERS), `clock` the UTC clock used for store timestamps,
@@ -49,5 +51,7 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
                               heartbeat_every=float(settings.get("HEARTBEAT_INTERVAL", defaults.heartbeat_every)),
                               dead_after=float(settings.get("WORKER_DEAD_AFTER", defaults.dead_after)),
                               recover_every=float(settings.get("RECOVER_INTERVAL", defaults.recover_every)))
+    retention = Retention(store, days=settings["EXECUTION_RETENTION_DAYS"], clock=clock,
+                          interval=float(settings.get("RETENTION_INTERVAL", 3600.0)))
     return BoundedExecutor(store, metrics, runner, client, workers=settings["WORKERS"],
-                           queue_size=settings["QUEUE_SIZE"], timing=timing, clock=clock)
+                           queue_size=settings["QUEUE_SIZE"], timing=timing, clock=clock, retention=retention)
