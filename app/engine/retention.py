@@ -52,7 +52,8 @@ class Retention:
         removed = self._store.purge_executions(before=self._before, limit=self._batch)
         self._removed += removed
         if removed < self._batch:
-            log.info("old executions purged", extra={"data": {
+            level = logging.INFO if self._removed else logging.DEBUG
+            log.log(level, "old executions purged", extra={"data": {
                 "count": self._removed, "retention_days": self._days, "before": self._before.isoformat()}})
             self._before, self._removed = None, 0
         return removed
