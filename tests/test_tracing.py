@@ -18,7 +18,7 @@ from app.tracing import provider_from_env
 from tests.conftest import TEST_SECRET_KEY, make_account
 from tests.receiver import receiver  # noqa: F401 (a fixture)
 from tests.serverproc import (GunicornServer, accept_webhook, create_http_workflow, create_user,
-                              wait_for_execution)
+                              wait_for_execution, wait_until)
 from tests.test_webhooks_api import make_workflow, wait_status
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -212,6 +212,7 @@ def test_tracing_under_gunicorn_sends_the_senders_trace_to_the_destination(tmp_p
         assert receiver.requests("/hook")[0].headers["traceparent"].split("-")[1] == INCOMING_TRACE
         exported = receiver.wait_for(1, timeout=10, path="/v1/traces")  # OTLP over HTTP, to the same receiver
         assert exported[0].headers["content-type"] == "application/x-protobuf"
-        assert bytes.fromhex(INCOMING_TRACE) in b"".join(request.body for request in receiver.requests("/v1/traces"))
+        wait_until(lambda: bytes.fromhex(INCOMING_TRACE) in b"".join(r.body for r in receiver.requests("/v1/traces")),
+                   10, "the sender's trace to be exported")  # batches come every 100 ms, in any order
         lines = [line for line in server.logs() if line.get("execution_id") == execution_id]
         assert lines and all(line["trace_id"] == INCOMING_TRACE for line in lines)
