@@ -16,6 +16,7 @@ DEFAULTS: dict[str, object] = {
     "BREAKER_FAILURES": 5,
     "BREAKER_RESET": 300.0,
     "LOG_LEVEL": "INFO",
+    "EXECUTION_RETENTION_DAYS": 30.0,  # finished executions older than this are purged; 0 keeps them
     # Not in the public contract: tuning knobs a user rarely needs, documented in README.
     "HTTP_TIMEOUT": 10.0,  # default per-request timeout of actions, seconds
     "RETRY_BASE_DELAY": 0.5,  # first retry backoff, seconds; doubles per attempt, with jitter

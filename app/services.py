@@ -15,6 +15,7 @@ from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, ne
 from app.security import apikeys
 from app.security.ratelimit import TenantRateLimiter
 from app.store import Store
+from app.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 WAIT_POLL_SECONDS = 0.2
@@ -27,6 +28,7 @@ class Services:
     metrics: Metrics
     config: Mapping[str, Any]
     rate_limiter: TenantRateLimiter
+    tracing: Tracing = NO_TRACING
 
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
@@ -98,7 +100,7 @@ class Services:
         execution = Execution(id=new_id("ex", now), tenant_id=workflow.tenant_id, workflow_id=workflow.id,
                               status=ExecutionStatus.QUEUED, trigger=trigger, payload=payload, created_at=now,
                               headers=headers or {}, query=query or {}, owner=engine.owner_id,
-                              replay_of=replay_of)
+                              replay_of=replay_of, trace_context=self.tracing.traceparent())
         with engine.slot(self.config["ENQUEUE_TIMEOUT"]) as slot:
             execution, created = self.store.create_execution(
                 execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"])
