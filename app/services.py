@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
-from app import logutils, validation
+from app import logutils, step_rules, validation
 from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
@@ -30,11 +30,11 @@ class Services:
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
         fields = validation.workflow_fields(body, partial=False)
-        validation.check_action(fields["action_type"], fields["config"])
+        steps = step_rules.workflow_steps(fields, None)
         now = utcnow()
         workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
                             name=fields["name"], trigger_type=fields["trigger_type"],
-                            action_type=fields["action_type"], config=fields["config"],
+                            action_type=steps[0].action_type, config=steps[0].config, steps=steps,
                             enabled=fields.get("enabled", True), secret=fields.get("secret"),
                             created_at=now, updated_at=now)
         return self.store.create_workflow(workflow)
@@ -52,10 +52,12 @@ class Services:
         """PUT replaces every field but `secret` (absent keeps it, null clears it); PATCH merges."""
         fields = validation.workflow_fields(body, partial=partial)
         current = self.get_workflow(principal, workflow_id)
+        steps = step_rules.workflow_steps(fields, current)
         if not partial:
             fields.setdefault("enabled", True)
-        updated = replace(current, **fields, updated_at=utcnow())
-        validation.check_action(updated.action_type, updated.config)
+        kept = {key: value for key, value in fields.items() if key not in ("steps", *step_rules.ACTION_FIELDS)}
+        updated = replace(current, **kept, action_type=steps[0].action_type, config=steps[0].config, steps=steps,
+                          updated_at=utcnow())
         stored = self.store.update_workflow(updated)
         if stored is None:
             raise NotFound(f"no workflow {workflow_id!r}")

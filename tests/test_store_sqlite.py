@@ -13,8 +13,9 @@ from typing import Callable
 
 import pytest
 
-from app.models import Execution, ExecutionStatus, User, Workflow, new_id
+from app.models import Execution, ExecutionStatus, Step, User, Workflow, new_id
 from app.store import DuplicateError, MemoryStore, SqliteStore, StoreError, create_store
+from app.store._sqlite_db import MIGRATIONS
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 PROCESS_TIMEOUT = 60
@@ -116,8 +117,30 @@ def test_init_schema_is_idempotent_and_records_the_version(store, db_path):
     seed_workflow(store)
     store.init_schema()
     SqliteStore(db_path).init_schema()
-    assert [tuple(row) for row in store._db.read("SELECT version FROM schema_version")] == [(1,)]
+    versions = [(migration.version,) for migration in MIGRATIONS]
+    assert [tuple(row) for row in store._db.read("SELECT version FROM schema_version")] == versions
     assert store.get_workflow(None, "wf_1").name == "n"
+
+
+def test_a_workflow_written_before_steps_existed_reads_as_one_step_main(db_path):
+    """Rows of a wave-1 database (migration 1 only) keep working after the steps migration."""
+    os.makedirs(os.path.dirname(db_path))
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(MIGRATIONS[0].script)
+        conn.execute("INSERT INTO schema_version VALUES (1, '2024-05-01T12:00:00.000000+00:00')")
+        conn.execute("INSERT INTO tenants VALUES ('tn_1', 'acme', '2024-05-01T12:00:00.000000+00:00')")
+        conn.execute("INSERT INTO users VALUES ('usr_1', 'tn_1', 'a@x.test', 'a@x.test', '2024-05-01T12:00:00+00:00')")
+        conn.execute("INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
+                     " created_at, updated_at) VALUES ('wf_1', 'tn_1', 'usr_1', 'n', 'webhook', 'http_request',"
+                     " '{\"url\": \"https://x.test\"}', 1, '2024-05-01T12:00:00.000000+00:00',"
+                     " '2024-05-01T12:00:00.000000+00:00')")
+    store = SqliteStore(db_path)
+    store.init_schema()
+    try:
+        workflow = store.get_workflow(None, "wf_1")
+        assert workflow.plain and workflow.steps == (Step("main", "http_request", {"url": "https://x.test"}),)
+    finally:
+        store.shutdown()
 
 
 def test_naive_timestamps_are_refused(store):
