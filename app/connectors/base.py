@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 from urllib.parse import urlsplit
 
@@ -31,6 +31,8 @@ class ActionError(Exception):
 class ActionResult:
     status_code: int
     body: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # of the response, as the server named them
+    truncated: bool = False  # the body is cut: the server sent more than engine/http.py's READ_LIMIT
 
 
 class Connector(ABC):

@@ -3,11 +3,12 @@ guard (engine/guarded.py): redirects followed as requests followed them, host ci
 timeouts bounded by the job's deadline, and errors classified for retries."""
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable
+from typing import Callable, Mapping
 from urllib.parse import urljoin, urlsplit
 
 from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager, Timeout
@@ -23,7 +24,7 @@ from app.security.redact import redact_text
 from app.security.ssrf import AddressPolicy, BlockedDestination
 
 MAX_REDIRECTS = 5
-READ_LIMIT = 64 * 1024  # bytes of a response body kept; results show less, the rest is dropped
+READ_LIMIT = 64 * 1024  # bytes of a response body kept (later steps see them; results show less); the rest is dropped
 # What requests sent with every request, so receivers see no difference.
 DEFAULT_HEADERS = {"User-Agent": "ipaas/0.1", "Accept-Encoding": ", ".join(ACCEPT_ENCODING.split(",")),
                    "Accept": "*/*", "Connection": "keep-alive"}
@@ -35,6 +36,7 @@ class HttpResponse:
     status_code: int
     headers: HTTPHeaderDict  # case-insensitive
     body: str
+    truncated: bool = False  # the server sent more than READ_LIMIT bytes
 
 
 class _TooManyRedirects(HTTPError):
@@ -90,9 +92,10 @@ def _failure(exc: Exception, host: str, seconds: float) -> ActionError:
 
 
 def _read_body(answer: BaseHTTPResponse) -> bytes:
-    """Read at most READ_LIMIT bytes; the connection goes back to the pool only if nothing is left unread."""
+    """Read at most READ_LIMIT + 1 bytes (one more tells a cut body); the connection goes back to the pool
+    only if nothing is left unread."""
     try:
-        return answer.read(READ_LIMIT)
+        return answer.read(READ_LIMIT + 1)
     finally:
         if not answer.closed:
             answer.close()
@@ -153,6 +156,14 @@ class HttpClient:
         self._breakers = breakers
         self._default_timeout = default_timeout
         self._manager = (manager_factory or guarded_pool_manager)(pool_size)
+        self._headers: Mapping[str, str] = {}
+
+    def with_headers(self, headers: Mapping[str, str]) -> HttpClient:
+        """A client sharing this one's connections, guard and breakers that adds `headers` to every request
+        it sends; a request's own header of the same name (any case) wins. Close only the original."""
+        added = copy.copy(self)
+        added._headers = {**self._headers, **headers}
+        return added
 
     def send(self, method: str, url: str, *, token: CancelToken, headers: dict[str, str] | None = None,
              data: bytes | None = None, timeout: float | None = None) -> HttpResponse:
@@ -169,6 +180,8 @@ class HttpClient:
         if remaining is not None:
             seconds = max(0.001, min(seconds, remaining))
         try:
+            if self._headers:
+                headers = {**self._headers, **(headers or {})}  # HTTPHeaderDict: the later name wins
             with guarded_call(token, self._policy):
                 response = self._exchange(method, url, headers, data, Timeout(connect=seconds, read=seconds))
         except BlockedDestination as exc:
@@ -192,7 +205,8 @@ class HttpClient:
             raw = _read_body(answer)
             location = answer.get_redirect_location()
             if not location:
-                return HttpResponse(answer.status, answer.headers, _decode(raw, answer.headers))
+                return HttpResponse(answer.status, answer.headers, _decode(raw[:READ_LIMIT], answer.headers),
+                                    truncated=len(raw) > READ_LIMIT)
             method, url, merged, body = _redirect(answer.status, method, url, location, merged, body)
         raise _TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
