@@ -43,7 +43,7 @@ def step_record_json(record: StepRecord) -> dict[str, Any]:
     }
 
 
-def execution_json(execution: Execution, steps: list[StepRecord] = ()) -> dict[str, Any]:
+def execution_json(execution: Execution, steps: list[StepRecord]) -> dict[str, Any]:
     return {
         "id": execution.id,
         "workflow_id": execution.workflow_id,
