@@ -12,7 +12,7 @@ from app import shutdown_app
 from app.store import create_store
 from tests.conftest import build_app, make_account
 from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
-from tests.test_webhooks_api import wait_status
+from tests.test_webhooks_api import account, client, wait_status  # noqa: F401 (fixtures too)
 
 ENGINE = dict(START_ENGINE=True, WORKERS=2, QUEUE_SIZE=10, RETRY_BASE_DELAY=0.01, RETRY_MAX_DELAY=0.05,
               ENQUEUE_TIMEOUT=0.5, SUPERVISOR_TICK=0.05, RECOVER_INTERVAL=0.1)
@@ -25,20 +25,9 @@ def database(tmp_path) -> str:
 
 
 @pytest.fixture
-def engine_app(database):
-    app = build_app(create_store(database), **ENGINE)
-    yield app
-    shutdown_app(app, grace=5)
-
-
-@pytest.fixture
-def client(engine_app):
-    return engine_app.test_client()
-
-
-@pytest.fixture
-def account(engine_app):
-    return make_account(engine_app.extensions["ipaas"].store)
+def store(database):
+    """conftest's engine_app on a real SQLite file instead of the memory store."""
+    return create_store(database)
 
 
 def step(name, url, **extra):

@@ -7,7 +7,9 @@
 - A step whose `condition` is false or undefined is `skipped`.
 - Checkpoints: each step but the last is committed (`checkpoint`) before the next one starts; the last
   step's record goes with the execution's outcome, in the same transaction. So a run resumes at the first
-  step that has not settled (succeeded or skipped), and a step that succeeded is never sent again.
+  step that has not settled (succeeded or skipped), and a step that succeeded is never sent again. The one
+  step of a one-step workflow that ran is its execution: the execution's row says all its record would
+  (step_view shows it from there), so the hot path writes nothing more than before steps existed.
 - Every request of a step carries `Idempotency-Key: <execution_id>:<step name>`, the same on each attempt
   and after a resume, so a receiver can drop the rare re-send of a request cut off by a crash.
 """
@@ -151,11 +153,12 @@ class StepRunner:
             if record.status is FAILED:
                 outcome.status = ExecutionStatus.FAILED
                 outcome.error = record.error if len(steps) == 1 else f"step {step.name}: {record.error}"
-                outcome.steps = [record, *unsettled(steps, index + 1, StepStatus.PENDING)]
+                outcome.steps = [record, *unsettled(steps, index + 1, StepStatus.PENDING)] if len(steps) > 1 else []
                 return True
             seen[step.name] = record.output
             if last:
-                outcome.status, outcome.steps = ExecutionStatus.SUCCEEDED, [record]
+                outcome.status = ExecutionStatus.SUCCEEDED
+                outcome.steps = [] if len(steps) == 1 and record.status is SUCCEEDED else [record]
                 return True
             if not self._checkpoint(execution.id, record):
                 return False

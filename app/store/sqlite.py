@@ -241,7 +241,8 @@ class SqliteStore(Store):
                 if first_id is not None:
                     return _one(conn, "SELECT * FROM executions WHERE id = ?", (first_id,))
             conn.execute(rows.INSERT_EXECUTION, values)
-            conn.executemany(rows.UPSERT_STEP, step_values)
+            if step_values:
+                conn.executemany(rows.UPSERT_STEP, step_values)
             return None
 
         first = self._write(write)
@@ -333,7 +334,7 @@ class SqliteStore(Store):
                 " cancelled_by = COALESCE(?, cancelled_by) WHERE id = ? AND owner = ? AND status = 'running'",
                 params,
             ).rowcount == 1
-            if finished:
+            if finished and step_values:
                 conn.executemany(rows.UPSERT_STEP, step_values)
             return finished
 
