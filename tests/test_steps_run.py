@@ -11,7 +11,9 @@ import pytest
 from app import shutdown_app
 from app.store import create_store
 from tests.conftest import build_app, make_account
+from tests.fakes import FailingStore
 from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
+from tests.serverproc import wait_until
 from tests.test_webhooks_api import account, client, wait_status  # noqa: F401 (fixtures too)
 
 ENGINE = dict(START_ENGINE=True, WORKERS=2, QUEUE_SIZE=10, RETRY_BASE_DELAY=0.01, RETRY_MAX_DELAY=0.05,
@@ -242,3 +244,25 @@ def test_a_one_step_workflow_shows_its_step_main(client, account, receiver):
     assert receiver.requests("/hook")[0].headers["idempotency-key"] == f"{done['id']}:main"
     listed = client.get("/api/executions", headers=account.headers).get_json()["items"]
     assert listed[0]["steps"] == done["steps"]
+
+
+@pytest.mark.parametrize("failures", [1, None])
+def test_a_step_whose_checkpoint_is_not_recorded_does_not_let_the_next_start(database, receiver, caplog, failures):
+    """The store refuses the checkpoint once (recorded on a retry: the next step runs) or for good (the runner
+    gives up after its patience, about 7.5 s, and the next step never starts)."""
+    store = FailingStore(create_store(database), "record_step", failures=failures)
+    app = build_app(store, **ENGINE)
+    try:
+        client, account = app.test_client(), make_account(store)
+        workflow = create(client, account, [step("one", receiver.url("/one")), step("two", receiver.url("/two"))])
+        execution_id = run(client, account, workflow)
+        if failures == 1:
+            assert wait_status(client, account, execution_id)["status"] == "succeeded"
+            assert len(receiver.requests("/one")) == 1 and len(receiver.requests("/two")) == 1
+            return
+        wait_until(lambda: any("step not recorded" in r.getMessage() for r in caplog.records), 15,
+                   "the runner never gave up on the checkpoint")
+        shown = client.get(f"/api/executions/{execution_id}", headers=account.headers).get_json()
+        assert shown["status"] == "running" and receiver.requests("/two") == []
+    finally:
+        shutdown_app(app, grace=5)
