@@ -31,12 +31,14 @@ class Services:
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
         fields = validation.workflow_fields(body, partial=False)
         steps = step_rules.workflow_steps(fields, None)
+        scheme = fields.get("signature_scheme", "auto")
+        validation.check_secret_for_scheme(fields.get("secret"), scheme)
         now = utcnow()
         workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
                             name=fields["name"], trigger_type=fields["trigger_type"],
                             action_type=steps[0].action_type, config=steps[0].config, steps=steps,
                             enabled=fields.get("enabled", True), secret=fields.get("secret"),
-                            created_at=now, updated_at=now)
+                            signature_scheme=scheme, created_at=now, updated_at=now)
         return self.store.create_workflow(workflow)
 
     def get_workflow(self, principal: Principal, workflow_id: str) -> Workflow:
@@ -55,9 +57,11 @@ class Services:
         steps = step_rules.workflow_steps(fields, current)
         if not partial:
             fields.setdefault("enabled", True)
+            fields.setdefault("signature_scheme", "auto")
         kept = {key: value for key, value in fields.items() if key not in ("steps", *step_rules.ACTION_FIELDS)}
         updated = replace(current, **kept, action_type=steps[0].action_type, config=steps[0].config, steps=steps,
                           updated_at=utcnow())
+        validation.check_secret_for_scheme(updated.secret, updated.signature_scheme)
         stored = self.store.update_workflow(updated)
         if stored is None:
             raise NotFound(f"no workflow {workflow_id!r}")
@@ -76,7 +80,7 @@ class Services:
         return workflow
 
     def ingest(self, workflow: Workflow, *, trigger: str, payload: Any, headers: dict[str, str] | None = None,
-               query: dict[str, str] | None = None, idempotency_key: str | None = None,
+               query: dict[str, Any] | None = None, idempotency_key: str | None = None,
                replay_of: str | None = None, steps: Sequence[StepRecord] = ()) -> tuple[Execution, bool]:
         """Record a queued execution (with `steps`: records of steps it starts after) and hand it to the
         engine; return it and whether it is new.

@@ -108,7 +108,7 @@ def test_conditions_skip_steps_and_later_steps_see_the_skip(client, account, rec
     assert statuses(done) == [("big", "skipped"), ("missing", "skipped"), ("compare_undefined", "skipped"),
                               ("small", "succeeded")]
     assert [r.path for r in receiver.requests()] == ["/small"]
-    assert receiver.requests("/small")[0].json() == {"big": "skipped", "code": "None"}
+    assert receiver.requests("/small")[0].json() == {"big": "skipped", "code": "null"}
     assert done["steps"][0]["attempts"] == 0 and done["steps"][0]["result"] is None
 
 
@@ -141,7 +141,7 @@ def test_a_large_body_is_cut_for_later_steps_and_says_so(client, account, receiv
     done = wait_status(client, account, run(client, account, workflow))
 
     assert done["status"] == "succeeded", done
-    assert receiver.requests("/next")[0].json() == {"cut": "True", "length": str(64 * 1024)}
+    assert receiver.requests("/next")[0].json() == {"cut": "true", "length": str(64 * 1024)}
     shown = done["steps"][0]["result"]
     assert shown["body_truncated"] is True and len(shown["body"]) == 2048
 

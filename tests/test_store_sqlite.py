@@ -14,8 +14,7 @@ from typing import Callable
 import pytest
 
 from app.models import Execution, ExecutionStatus, Step, User, Workflow, new_id
-from app.store import DuplicateError, MemoryStore, SqliteStore, StoreError, create_store
-from app.store._sqlite_db import MIGRATIONS
+from app.store import DuplicateError, migrations, MemoryStore, SqliteStore, StoreError, create_store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 PROCESS_TIMEOUT = 60
@@ -117,30 +116,36 @@ def test_init_schema_is_idempotent_and_records_the_version(store, db_path):
     seed_workflow(store)
     store.init_schema()
     SqliteStore(db_path).init_schema()
-    versions = [(migration.version,) for migration in MIGRATIONS]
+    versions = [(m.version,) for m in migrations.load("sqlite")]
     assert [tuple(row) for row in store._db.read("SELECT version FROM schema_version")] == versions
     assert store.get_workflow(None, "wf_1").name == "n"
 
 
-def test_a_workflow_written_before_steps_existed_reads_as_one_step_main(db_path):
-    """Rows of a wave-1 database (migration 1 only) keep working after the steps migration."""
-    os.makedirs(os.path.dirname(db_path))
-    with sqlite3.connect(db_path) as conn:
-        conn.executescript(MIGRATIONS[0].script)
-        conn.execute("INSERT INTO schema_version VALUES (1, '2024-05-01T12:00:00.000000+00:00')")
-        conn.execute("INSERT INTO tenants VALUES ('tn_1', 'acme', '2024-05-01T12:00:00.000000+00:00')")
-        conn.execute("INSERT INTO users VALUES ('usr_1', 'tn_1', 'a@x.test', 'a@x.test', '2024-05-01T12:00:00+00:00')")
-        conn.execute("INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
-                     " created_at, updated_at) VALUES ('wf_1', 'tn_1', 'usr_1', 'n', 'webhook', 'http_request',"
-                     " '{\"url\": \"https://x.test\"}', 1, '2024-05-01T12:00:00.000000+00:00',"
-                     " '2024-05-01T12:00:00.000000+00:00')")
+def test_migration_0002_gives_existing_workflows_the_auto_scheme(tmp_path):
+    """A database made by migration 1 alone (wave 1) gets `signature_scheme` 'auto' on its workflows, and
+    (0003) they read as one step `main`."""
+    db_path = str(tmp_path / "wave1.sqlite3")
+    conn = sqlite3.connect(db_path)
+    conn.executescript(migrations.load("sqlite")[0].script)
+    conn.executescript("""
+        INSERT INTO schema_version VALUES (1, '2024-01-01T00:00:00.000000+00:00');
+        INSERT INTO tenants VALUES ('tn_1', 'acme', '2024-01-01T00:00:00.000000+00:00');
+        INSERT INTO users VALUES ('usr_1', 'tn_1', 'a@acme.example', 'a@acme.example',
+                                  '2024-01-01T00:00:00.000000+00:00');
+        INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled, secret,
+                               created_at, updated_at)
+        VALUES ('wf_old', 'tn_1', 'usr_1', 'old', 'webhook', 'http_request', '{}', 1, 'k',
+                '2024-01-01T00:00:00.000000+00:00', '2024-01-01T00:00:00.000000+00:00');""")
+    conn.close()
     store = SqliteStore(db_path)
-    store.init_schema()
     try:
-        workflow = store.get_workflow(None, "wf_1")
-        assert workflow.plain and workflow.steps == (Step("main", "http_request", {"url": "https://x.test"}),)
+        store.init_schema()
+        assert store.get_workflow(None, "wf_old").signature_scheme == "auto"
+        assert store.get_workflow(None, "wf_old").steps == (Step("main", "http_request", {}),)
     finally:
-        store.shutdown()
+        store.close()
+    with sqlite3.connect(db_path) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute("UPDATE workflows SET signature_scheme = 'nope'")
 
 
 def test_naive_timestamps_are_refused(store):

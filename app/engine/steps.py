@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -64,10 +65,22 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based): the server's Retry-After
-        when it gave one, else exponential backoff with full jitter; never above max_delay."""
+        as asked when it gave one (a throttling server hit early only throttles longer), else
+        exponential backoff with full jitter, never above max_delay."""
         if retry_after is not None:
-            return min(retry_after, self.max_delay)
+            return retry_after
         return rand() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+
+
+def wait_too_long(error: ActionError, delay: float, token: CancelToken) -> ActionError | None:
+    """The error to fail with now when a destination asks (Retry-After) for a wait that would end
+    past the execution's deadline; None when the wait fits, or was not asked for."""
+    remaining = token.remaining()
+    if error.retry_after is None or remaining is None or delay < remaining:
+        return None
+    return ActionError(f"{error.message}: the destination asked to retry after {delay:g} s (Retry-After), "
+                       f"past the job timeout ({remaining:.0f} s left)", status_code=error.status_code,
+                       body=error.body, content_type=error.content_type)
 
 
 def clean(message: str) -> str:
@@ -75,28 +88,41 @@ def clean(message: str) -> str:
     return " ".join(redact_text(message).split())
 
 
-def shown_result(attempts: int, status_code: int | None, body: str | None, truncated: bool = False) -> dict[str, Any]:
-    """The result the API shows: secrets redacted, the body cut to BODY_LIMIT (`body_truncated` says so)."""
+def shown_result(attempts: int, status_code: int | None, body: str | bytes | None, content_type: str | None = None,
+                 truncated: bool = False) -> dict[str, Any]:
+    """The result the API shows: the answer's status and its body, secrets redacted, cut to BODY_LIMIT
+    characters (`body_truncated` says so); an answer that is not text as `body_base64` (as long at most)
+    with its `content_type`."""
     result: dict[str, Any] = {"attempts": attempts}
-    if status_code is not None:
+    if status_code is None:
+        return result
+    if isinstance(body, bytes):
+        encoded = base64.b64encode(body[:BODY_LIMIT // 4 * 3]).decode("ascii")
+        result.update(status_code=status_code, content_type=content_type, body_base64=encoded)
+        cut = truncated or len(body) > BODY_LIMIT // 4 * 3
+    else:
         body = redact_text(body or "")
         result.update(status_code=status_code, body=body[:BODY_LIMIT])
-        if truncated or len(body) > BODY_LIMIT:
-            result["body_truncated"] = True
+        cut = truncated or len(body) > BODY_LIMIT
+    if cut:
+        result["body_truncated"] = True
     return result
 
 
 def step_output(response: ActionResult) -> dict[str, Any]:
-    """What templates of later steps see as `steps.<name>` of a step that succeeded (unredacted)."""
+    """What templates of later steps see as `steps.<name>` of a step that succeeded (unredacted); an answer
+    that is not text as `body_base64`, its `body` None."""
     headers = {name.lower(): value for name, value in response.headers.items()}
     mime = headers.get("content-type", "").split(";")[0].strip().lower()
     body: Any = response.body
-    if not response.truncated and (mime == "application/json" or mime.endswith("+json")):
+    output = {"status": SUCCEEDED.value, "status_code": response.status_code, "body": body, "headers": headers}
+    if isinstance(body, bytes):
+        output.update(body=None, body_base64=base64.b64encode(body).decode("ascii"))
+    elif not response.truncated and (mime == "application/json" or mime.endswith("+json")):
         try:
-            body = json.loads(body)
+            output["body"] = json.loads(body)
         except ValueError:
             pass  # a server that calls text JSON: the text it is
-    output = {"status": SUCCEEDED.value, "status_code": response.status_code, "body": body, "headers": headers}
     if response.truncated:
         output["truncated"] = True
     return output
@@ -202,11 +228,12 @@ class StepRunner:
         except (ValidationFailed, rendering.RenderError) as exc:
             return self._record(step, index, FAILED, started, outcome.attempts, error=clean(str(exc)))
         except ActionError as exc:
-            outcome.result = shown_result(outcome.attempts, exc.status_code, exc.body)
+            outcome.result = shown_result(outcome.attempts, exc.status_code, exc.body, exc.content_type)
             return self._record(step, index, FAILED, started, outcome.attempts, outcome.result, clean(exc.message))
         finally:
             self._metrics.step_duration.labels(action_type=step.action_type).observe(time.monotonic() - began)
-        outcome.result = shown_result(outcome.attempts, response.status_code, response.body, response.truncated)
+        outcome.result = shown_result(outcome.attempts, response.status_code, response.body, response.content_type,
+                                      response.truncated)
         return self._record(step, index, SUCCEEDED, started, outcome.attempts, outcome.result,
                             output=step_output(response) if keep else None)
 
@@ -226,6 +253,9 @@ class StepRunner:
                 if not exc.retryable or outcome.attempts >= self._retry.max_attempts:
                     raise
                 delay = self._retry.delay(outcome.attempts, exc.retry_after, self._rand)
+                refusal = wait_too_long(exc, delay, token)
+                if refusal is not None:
+                    raise refusal from exc
                 self._metrics.retries.labels(action_type=outcome.action_type).inc()
                 self._log_event("execution retried", ExecutionStatus.RUNNING, outcome, 0.0,
                                 error=clean(exc.message), delay_s=round(delay, 3))

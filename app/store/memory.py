@@ -187,6 +187,7 @@ class MemoryStore(Store):
                 steps=_detached_workflow(workflow).steps,
                 enabled=workflow.enabled,
                 secret=workflow.secret,
+                signature_scheme=workflow.signature_scheme,
                 updated_at=workflow.updated_at,
             )
             self._workflows[workflow.id] = updated
