@@ -92,8 +92,9 @@ def list_executions(workflow_id: str | None, status: str | None, limit: int) -> 
     """List executions of every tenant, newest first, one JSON object per line."""
     page = _services().store.list_executions(None, workflow_id=workflow_id, limit=limit,
                                              status=ExecutionStatus(status) if status else None)
+    steps = _services().steps_of(None, page.items)
     for execution in page.items:
-        body = execution_json(execution)
+        body = execution_json(execution, steps[execution.id])
         body.pop("payload"), body.pop("headers"), body.pop("query")
         click.echo(json.dumps(body))
 

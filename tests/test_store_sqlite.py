@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from app.models import Execution, ExecutionStatus, User, Workflow, new_id
+from app.models import Execution, ExecutionStatus, Step, User, Workflow, new_id
 from app.store import DuplicateError, MemoryStore, SqliteStore, StoreError, create_store, migrations
 from app.store._sqlite_db import MIGRATIONS
 
@@ -123,7 +123,8 @@ def test_init_schema_is_idempotent_and_records_the_version(store, db_path):
 
 
 def test_migration_0002_gives_existing_workflows_the_auto_scheme(tmp_path):
-    """A database made by migration 1 alone (wave 1) gets `signature_scheme` 'auto' on its workflows."""
+    """A database made by migration 1 alone (wave 1) gets `signature_scheme` 'auto' on its workflows, and
+    (0003) they read as one step `main`."""
     db_path = str(tmp_path / "wave1.sqlite3")
     conn = sqlite3.connect(db_path)
     conn.executescript(migrations.load("sqlite")[0].script)
@@ -141,6 +142,7 @@ def test_migration_0002_gives_existing_workflows_the_auto_scheme(tmp_path):
     try:
         store.init_schema()
         assert store.get_workflow(None, "wf_old").signature_scheme == "auto"
+        assert store.get_workflow(None, "wf_old").steps == (Step("main", "http_request", {}),)
     finally:
         store.close()
     with sqlite3.connect(db_path) as conn, pytest.raises(sqlite3.IntegrityError):
