@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from app.store import Store, create_store
-from tests.test_store_contract import open_store
+from tests.test_store_contract import open_store, store  # noqa: F401 (store: every backend, as a fixture)
 from tests.test_store_sqlite import PROCESS_TIMEOUT, T0, queued, seed_workflow
 
 
@@ -21,14 +21,6 @@ def database(request, tmp_path) -> tuple[Store, str]:
     store.init_schema()
     yield store, url
     store.shutdown()
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def store(request, tmp_path) -> Store:
-    backend = open_store(request.param, request, tmp_path)
-    backend.init_schema()
-    yield backend
-    backend.shutdown()
 
 
 def run_processes(target, args_per_process: list[tuple]) -> list:
