@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 
 from app.store import PostgresStore, StoreError, create_store
+from app.store._pg_db import MIGRATIONS
 from tests.conftest import build_app
 from tests.serverproc import free_port
 from tests.test_store_races import run_processes
@@ -44,7 +45,8 @@ def test_init_schema_twice_applies_each_migration_once(store, postgres_url):
         other.init_schema()
     finally:
         other.shutdown()
-    assert [row["version"] for row in store._db.query("SELECT version FROM schema_version")] == [1]
+    versions = [row["version"] for row in store._db.query("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == [migration.version for migration in MIGRATIONS]
     assert store.get_workflow(None, "wf_1").name == "n"
 
 
@@ -64,7 +66,8 @@ def test_processes_starting_at_once_migrate_one_after_the_other(postgres_url):
     assert run_processes(migrate, [(postgres_url,)] * 3) == ["migrated"] * 3
     store = PostgresStore(postgres_url, pool_size=1)
     try:
-        assert [row["version"] for row in store._db.query("SELECT version FROM schema_version")] == [1]
+        versions = [row["version"] for row in store._db.query("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == [migration.version for migration in MIGRATIONS]
     finally:
         store.shutdown()
 
@@ -163,3 +166,24 @@ def test_an_error_message_holding_nul_is_stored_with_a_replacement_character(sto
     store.claim_execution(execution.id, owner="proc-a", now=T0)
     store.finish_execution(execution.id, owner="proc-a", status="failed", attempts=1, now=T0, error="bad\x00byte")
     assert store.get_execution(None, execution.id).error == "bad\ufffdbyte"
+
+
+def test_migration_0002_gives_existing_workflows_the_auto_scheme(postgres_url):
+    """A database made by migration 1 alone (wave 1) gets `signature_scheme` 'auto' on its workflows."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(MIGRATIONS[0].script)
+        conn.execute("""
+            INSERT INTO schema_version VALUES (1, now());
+            INSERT INTO tenants VALUES ('tn_1', 'acme', now());
+            INSERT INTO users VALUES ('usr_1', 'tn_1', 'a@acme.example', 'a@acme.example', now());
+            INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,
+                                   secret, created_at, updated_at)
+            VALUES ('wf_old', 'tn_1', 'usr_1', 'old', 'webhook', 'http_request', '{}', true, 'k', now(), now())""")
+    store = PostgresStore(postgres_url, pool_size=1)
+    try:
+        store.init_schema()
+        assert store.get_workflow(None, "wf_old").signature_scheme == "auto"
+    finally:
+        store.shutdown()

@@ -128,9 +128,10 @@ class PostgresStore(Store):
         w = workflow
         found = self._db.query(
             "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
-            " secret, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s) RETURNING *",
+            " secret, created_at, updated_at, signature_scheme)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s) RETURNING *",
             (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config), w.enabled,
-             w.secret, ts(w.created_at), ts(w.updated_at)))
+             w.secret, ts(w.created_at), ts(w.updated_at), w.signature_scheme))
         return rows.workflow_from(found[0])
 
     def get_workflow(self, tenant_id: str | None, workflow_id: str) -> Workflow | None:
@@ -148,9 +149,10 @@ class PostgresStore(Store):
         return self._get(
             rows.workflow_from,
             "UPDATE workflows SET name = %s, trigger_type = %s, action_type = %s, config = %s::json, enabled = %s,"
-            " secret = %s, updated_at = %s WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL RETURNING *",
-            (w.name, w.trigger_type, w.action_type, to_json(w.config), w.enabled, w.secret, ts(w.updated_at), w.id,
-             w.tenant_id))
+            " secret = %s, updated_at = %s, signature_scheme = %s"
+            " WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL RETURNING *",
+            (w.name, w.trigger_type, w.action_type, to_json(w.config), w.enabled, w.secret, ts(w.updated_at),
+             w.signature_scheme, w.id, w.tenant_id))
 
     def delete_workflow(self, tenant_id: str, workflow_id: str, *, now: datetime) -> bool:
         params = {"now": ts(now), "by": WORKFLOW_DELETED, "tenant_id": tenant_id, "id": workflow_id}
