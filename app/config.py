@@ -3,6 +3,7 @@ from __future__ import annotations
 
 DEFAULTS: dict[str, object] = {
     "DATABASE_URL": "sqlite:///instance/ipaas.sqlite3",
+    "DB_POOL_SIZE": 10,  # PostgreSQL: connections per process at most
     "WORKERS": 10,
     "QUEUE_SIZE": 100,
     "ENQUEUE_TIMEOUT": 5.0,

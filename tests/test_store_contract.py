@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from app.models import ApiKey, Execution, ExecutionStatus, Step, StepRecord, StepStatus, Tenant, User, Workflow, new_id
-from app.store import DuplicateError, MemoryStore, SqliteStore, Store, WorkerRecord
+from app.store import DuplicateError, MemoryStore, PostgresStore, SqliteStore, Store, WorkerRecord
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 QUEUED, RUNNING, SUCCEEDED = ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.SUCCEEDED
@@ -24,12 +24,21 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def open_store(kind: str, request, tmp_path) -> Store:
+    """A fresh, empty store of `kind`: memory, sqlite (a file under tmp_path), postgres (its own database)."""
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SqliteStore(str(tmp_path / "db" / "ipaas.sqlite3"))
+    return PostgresStore(request.getfixturevalue("postgres_url"), pool_size=4)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path) -> Store:
-    backend = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "db" / "ipaas.sqlite3"))
+    backend = open_store(request.param, request, tmp_path)
     backend.init_schema()
     yield backend
-    backend.close()
+    backend.shutdown()
 
 
 def make_tenant(store: Store, name: str = "acme") -> tuple[Tenant, User]:
