@@ -13,6 +13,9 @@ definition of correct behaviour. Rules shared by all backends:
   execution in memory. A `queued` execution with an owner is in that process's queue; with owner None it
   is waiting to be adopted. `claim_execution`, `finish_execution` and `adopt_orphans` are atomic compare-
   and-set operations, so two processes can never both run one execution.
+- Distributed mode (engine/distributed.py): web processes record executions with owner None and enqueue
+  them on the broker; any worker may claim them. `count_queued` is the shared backlog and
+  `queued_unowned` what the sweeper re-enqueues when a message was lost (added in wave 2).
 """
 from __future__ import annotations
 
@@ -181,6 +184,15 @@ class Store(ABC):
     def adopt_orphans(self, owner: str, *, dead_owners: list[str], limit: int) -> list[Execution]:
         """Atomically take up to `limit` executions that are queued with no owner, or queued/running
         under one of `dead_owners`, oldest first: they become queued, owned by `owner`. Return them."""
+
+    @abstractmethod
+    def count_queued(self) -> int:
+        """How many executions are queued, all tenants and owners together (the shared backlog)."""
+
+    @abstractmethod
+    def queued_unowned(self, *, created_before: datetime, limit: int) -> list[str]:
+        """Ids of up to `limit` queued executions with no owner created before `created_before`, oldest
+        first (created_at, then id); a read that changes nothing."""
 
     @abstractmethod
     def purge_executions(self, *, before: datetime) -> int:
