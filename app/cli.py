@@ -13,6 +13,7 @@ from app.models import ExecutionStatus, User, isoformat, new_id, utcnow
 from app.security.apikeys import issue_key
 from app.services import Services
 from app.store import DuplicateError
+from app.worker_command import worker
 
 users = AppGroup("users", help="Manage users.")
 keys = AppGroup("keys", help="Issue and revoke API keys.")
@@ -103,5 +104,5 @@ def purge_executions(days: float) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, users, keys, workflows, executions):
+    for command in (init_db, users, keys, workflows, executions, worker):
         app.cli.add_command(command)
