@@ -65,7 +65,8 @@ class Sweeper:
         if released:
             self._sent.clear()  # a released execution needs a message even if it was sent a moment ago
         now = self._clock()
-        cutoff = now if released else now - timedelta(seconds=self._requeue_after)
+        # After a release, everything (the slack covers web processes whose clocks run a little ahead).
+        cutoff = now + timedelta(seconds=self._requeue_after * (1 if released else -1))
         waiting = self._store.queued_unowned(created_before=cutoff, limit=self._limit)
         self._send(waiting)
         return len(waiting) == self._limit
