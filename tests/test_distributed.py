@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.engine.broker import QUEUE, ExecutionQueue
 from tests.receiver import Receiver, Reply, receiver  # noqa: F401  (receiver is a fixture)
@@ -23,6 +25,7 @@ from tests.serverproc import (
     create_http_workflow,
     create_user,
     delivery_counts,
+    free_port,
     send_webhook,
     wait_for_execution,
     wait_for_executions,
@@ -115,9 +118,16 @@ def storm(cluster: Cluster, workflow_id: str, count: int, *, during=None, sender
     return accepted
 
 
+def metric_total(text: str, name: str, **labels: str) -> float:
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
 @pytest.mark.slow
 def test_distributed_storm_runs_every_accepted_webhook_exactly_once(cluster, receiver, redis_url):
-    cluster.start(workers=2)
+    cluster.start(workers=0)
+    metrics_port = free_port()
+    cluster.add_workers(2, args=("--metrics-port", str(metrics_port)))
     workflow_id = create_http_workflow(cluster.web, cluster.user.auth, receiver.url("/hook"))
     duplicates = ExecutionQueue(redis_url)
 
@@ -136,6 +146,12 @@ def test_distributed_storm_runs_every_accepted_webhook_exactly_once(cluster, rec
     assert Counter(e["status"] for e in done.values()) == {"succeeded": 200}
     wait_until(lambda: queue_drained(redis_url), 20, "every message acknowledged")
     assert delivery_counts(receiver) == Counter({execution_id: 1 for execution_id in ids})
+    # The worker command serves both processes' metrics; the web's /metrics the shared backlog.
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as scraped:
+        worker_metrics = scraped.read().decode()
+    assert metric_total(worker_metrics, "ipaas_executions_total", status="succeeded") == 200
+    wait_until(lambda: metric_total(cluster.web.request("GET", "/metrics").body.decode(), "ipaas_backlog") == 0,
+               5, "ipaas_backlog back to 0")
 
 
 @pytest.mark.slow
