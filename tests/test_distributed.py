@@ -23,9 +23,9 @@ from tests.serverproc import (
     GunicornServer,
     accept_webhook,
     create_http_workflow,
-    create_user,
     delivery_counts,
     free_port,
+    run_cli,
     send_webhook,
     wait_for_execution,
     wait_for_executions,
@@ -39,9 +39,13 @@ REQUEUE_AFTER = 2  # seconds: the sweeper re-enqueues lost messages quickly in t
 DEAD_AFTER = 3  # seconds without a heartbeat before a worker process counts as dead
 
 
+# "postgres" joins once PostgresStore is on main: every scenario then runs on both stores.
 @pytest.fixture(params=["sqlite"])
-def database_env(request, tmp_path) -> dict[str, str]:
-    """The store every process of a test shares: the SQLite file of tmp_path (serverproc's default)."""
+def database_env(request) -> dict[str, str]:
+    """The store every process of a test shares: tmp_path's SQLite file (serverproc's default), or a fresh
+    PostgreSQL database."""
+    if request.param == "postgres":
+        return {"IPAAS_DATABASE_URL": request.getfixturevalue("postgres_url")}
     return {}
 
 
@@ -61,7 +65,10 @@ class Cluster:
         self.user: CliUser | None = None
 
     def start(self, workers: int = 2) -> Cluster:
-        self.user = create_user(self.tmp_path, "ops@example.com", "acme")  # also creates the schema
+        # Through the CLI on this cluster's store (which it also creates the schema of).
+        created = run_cli(["users", "create", "ops@example.com", "--tenant", "acme"], self.env, self.tmp_path)
+        assert created.returncode == 0, created.stderr
+        self.user = CliUser("", created.stdout.strip().splitlines()[-1])
         self.web.start()
         if workers:
             self.add_workers(workers)
@@ -79,9 +86,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path, env, database_env) -> Iterator[Cluster]:
-    with_db = {**env, **({"IPAAS_DATABASE_URL": database_env["IPAAS_DATABASE_URL"]} if database_env else {})}
-    stack = Cluster(tmp_path, with_db)
+def cluster(tmp_path, env) -> Iterator[Cluster]:
+    stack = Cluster(tmp_path, env)
     try:
         yield stack
     finally:
