@@ -1,0 +1,4 @@
+-- Migration 5 (PostgreSQL): the same column as sqlite/0005_trace_context.sql. The W3C traceparent of the
+-- request that accepted an execution (app/tracing.py), so that every run of it, after a recovery or a
+-- redelivery too, continues the same trace. NULL when tracing was off.
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS trace_context text;
