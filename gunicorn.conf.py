@@ -119,10 +119,10 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": logutils.Formatter}},
-    "filters": {"context": {"()": logutils.ContextFilter}},
+    "filters": {"repeats": {"()": logutils.RepeatFilter}, "context": {"()": logutils.ContextFilter}},
     "handlers": {
         "stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                   "formatter": "json", "filters": ["context"]},
+                   "formatter": "json", "filters": ["repeats", "context"]},
     },
     "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
     "loggers": {

@@ -13,6 +13,7 @@ from app.security.keys import load_secret_keys
 from app.security.ratelimit import TenantRateLimiter
 from app.services import Services
 from app.store import Store, create_store
+from app.store.health import StoreHealth
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None = None,
@@ -34,13 +35,14 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     store = store or create_store(app.config["DATABASE_URL"])
     store.init_schema()
     metrics = Metrics()
+    health = StoreHealth(metrics)
     if engine is None and app.config["START_ENGINE"]:
         from app.engine import create_engine
 
-        engine = create_engine(store, app.config, metrics)
+        engine = create_engine(store, app.config, metrics, health=health)
     limiter = TenantRateLimiter(store, rate=app.config["TENANT_RATE"], burst=app.config["TENANT_BURST"])
     app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config,
-                                       rate_limiter=limiter)
+                                       rate_limiter=limiter, health=health)
     if engine is not None and app.config["START_ENGINE"]:
         engine.start()
 

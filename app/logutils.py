@@ -1,14 +1,18 @@
 """JSON logging: one object per line with the fields of API.md, ids taken from a context variable.
 
 `bind(tenant_id=..., execution_id=...)` sets ids for everything logged inside the block, in the
-request thread or in a worker thread alike; `extra={"data": {...}}` adds the `data` object."""
+request thread or in a worker thread alike; `extra={"data": {...}}` adds the `data` object;
+`extra=repeated(key, **data)` marks a line that an outage repeats, which RepeatFilter summarises."""
 from __future__ import annotations
 
 import contextvars
 import logging
 import sys
+import threading
+import time
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -48,6 +52,65 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def repeated(key: str, **data: Any) -> dict[str, Any]:
+    """`extra` for a line that may repeat many times a second (a store error during an outage): lines
+    of one logger, level and message with the same `key` are summarised by RepeatFilter."""
+    return {"data": data, "repeat_key": key}
+
+
+@dataclass
+class _Run:
+    logger: str
+    level: int
+    message: str
+    data: dict[str, Any]
+    until: float
+    count: int = 0  # dropped so far
+
+
+class RepeatFilter(logging.Filter):
+    """Let the first line of a run of `repeated` lines through and drop the others for `interval` s;
+    then log one line "N more like this in the last 10 s: <message>" with data.repeated = N.
+
+    The summary is written when the next line of any kind passes the handler after the interval (no
+    timer thread), outside any request's or execution's ids."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval, self._clock = interval, clock
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, int, str, str], _Run] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        key = record.__dict__.pop("repeat_key", None)
+        with self._lock:
+            ended = [run_key for run_key, run in self._runs.items() if now >= run.until]
+            summaries = [run for run in map(self._runs.pop, ended) if run.count]
+            keep = True
+            if key is not None:
+                run_key = (record.name, record.levelno, str(record.msg), str(key))
+                run = self._runs.get(run_key)
+                if run is None:
+                    self._runs[run_key] = _Run(record.name, record.levelno, record.getMessage(),
+                                               dict(getattr(record, "data", None) or {}), now + self._interval)
+                else:
+                    run.count += 1
+                    keep = False
+        for run in summaries:
+            self._summarise(run)
+        return keep
+
+    def _summarise(self, run: _Run) -> None:
+        reset = _context.set({})  # the summary belongs to no request or execution
+        try:
+            logging.getLogger(run.logger).log(
+                run.level, f"{run.count} more like this in the last {self._interval:g} s: {run.message}",
+                extra={"data": {**run.data, "repeated": run.count, "interval_s": self._interval}})
+        finally:
+            _context.reset(reset)
+
+
 class Formatter(JsonFormatter):
     def __init__(self) -> None:
         super().__init__(
@@ -65,6 +128,7 @@ class Formatter(JsonFormatter):
 def json_handler(stream=None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(Formatter())
+    handler.addFilter(RepeatFilter())
     handler.addFilter(ContextFilter())
     return handler
 

@@ -14,6 +14,7 @@ from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
 from app.security.ratelimit import TenantRateLimiter
 from app.store import Store
+from app.store.health import StoreHealth
 
 log = logging.getLogger(__name__)
 WAIT_POLL_SECONDS = 0.2
@@ -26,6 +27,7 @@ class Services:
     metrics: Metrics
     config: Mapping[str, Any]
     rate_limiter: TenantRateLimiter
+    health: StoreHealth  # whether the store can write, fed by the writes below and by the engine's
 
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
@@ -97,6 +99,7 @@ class Services:
         with engine.slot(self.config["ENQUEUE_TIMEOUT"]) as slot:
             execution, created = self.store.create_execution(
                 execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"])
+            self.health.written()
             if created:
                 slot.submit(execution.id)
         self._log_ingest(execution, workflow, created=created)

@@ -7,6 +7,8 @@ import math
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from app.api import requestlog
+from app.api.auth import services
 from app.errors import AppError
 from app.store import StoreError
 
@@ -41,7 +43,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):
-        log.error("store unavailable", extra={"data": {"error": str(error)}})
+        # One line per refused request, not a traceback: the access line says why (requestlog.py).
+        services().health.failed("request", error)
+        requestlog.refused_because(f"store unavailable: {error}")
         return error_response(503, "store_unavailable", "the database is unavailable, try again", retry_after=5)
 
     @app.errorhandler(Exception)

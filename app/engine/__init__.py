@@ -18,20 +18,23 @@ from app.models import new_id, utcnow
 from app.security.breaker import HostBreakers
 from app.security.ssrf import AddressPolicy
 from app.store.base import Store
+from app.store.health import StoreHealth
 
 __all__ = ["BoundedExecutor", "CancelToken", "Engine", "EngineStats", "create_engine"]
 
 
 def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
                   manager_factory: Callable[[int], PoolManager] | None = None,
-                  clock: Callable[[], datetime] | None = None, sleep: Sleep | None = None) -> Engine:
+                  clock: Callable[[], datetime] | None = None, sleep: Sleep | None = None,
+                  health: StoreHealth | None = None) -> Engine:
     """Build (not start) a BoundedExecutor from WORKERS, QUEUE_SIZE, JOB_TIMEOUT, MAX_ATTEMPTS,
     HTTP_TIMEOUT, RETRY_BASE_DELAY, RETRY_MAX_DELAY, ALLOW_PRIVATE_NETWORKS, BREAKER_FAILURES,
     BREAKER_RESET, and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER, RECOVER_INTERVAL.
 
     `manager_factory(maxsize)` replaces the guarded urllib3 PoolManager (engine/guarded.py: the SSRF guard
     lives in its connections; maxsize is WORKERS), `clock` the UTC clock used for store timestamps,
-    `sleep(token, seconds)` the retry backoff wait."""
+    `sleep(token, seconds)` the retry backoff wait, `health` the process's store-health tracker (a new
+    one if None)."""
     settings = {**DEFAULTS, **config}
     coerce(settings)  # a plain mapping may hold strings, as the environment gives them
     clock = clock or utcnow
@@ -43,7 +46,7 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
     retry = RetryPolicy(max_attempts=max(1, settings["MAX_ATTEMPTS"]), base_delay=settings["RETRY_BASE_DELAY"],
                         max_delay=settings["RETRY_MAX_DELAY"])
     runner = Runner(store, metrics, client, owner_id=new_id("wrk"), job_timeout=settings["JOB_TIMEOUT"],
-                    retry=retry, clock=clock, sleep=sleep or CancelToken.wait)
+                    retry=retry, clock=clock, sleep=sleep or CancelToken.wait, health=health)
     defaults = SupervisorTiming()
     timing = SupervisorTiming(tick=float(settings.get("SUPERVISOR_TICK", defaults.tick)),
                               heartbeat_every=float(settings.get("HEARTBEAT_INTERVAL", defaults.heartbeat_every)),

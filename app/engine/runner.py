@@ -5,39 +5,26 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from app import connectors, logutils, rendering
 from app.connectors import ActionError, ActionResult
 from app.engine.cancel import SHUTDOWN, TIMEOUT, Cancelled, CancelToken
 from app.engine.http import HttpClient
+from app.engine.outage import ParkedOutcomes, until_store_answers
 from app.errors import ValidationFailed
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, utcnow
 from app.security.redact import redact_text
 from app.store.base import Store, StoreError
+from app.store.health import StoreHealth
 
 log = logging.getLogger(__name__)
 
 BODY_LIMIT = 2048  # characters of a response body kept in the execution's result
-# Claims and outcomes are worth waiting for: an execution whose claim or outcome is not recorded
-# stays under this live process until it restarts, and an action that ran is not to run again.
-STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 Sleep = Callable[[CancelToken, float], None]
-T = TypeVar("T")
-
-
-def _patiently(write: Callable[[], T], what: str) -> T:
-    """Run a store write, retrying while the store is unavailable; StoreError once patience runs out."""
-    for delay in STORE_RETRY_DELAYS:
-        try:
-            return write()
-        except StoreError:
-            log.warning(f"store unavailable, retrying to record {what}", extra={"data": {"delay_s": delay}})
-            time.sleep(delay)
-    return write()
 
 
 @dataclass(frozen=True)
@@ -63,6 +50,7 @@ class Outcome:
     cancelled_by: str | None = None
     action_type: str = "unknown"
     handed_back: bool = False  # cancelled by shutdown: left unfinished, to run again after restart
+    started: float = field(default_factory=time.monotonic)  # reset once claimed: a claim may wait for the store
 
 
 _MESSAGES = {
@@ -86,10 +74,16 @@ def _result(attempts: int, status_code: int | None, body: str | None) -> dict[st
 
 
 class Runner:
+    """Runs executions for one owner. While the store cannot write, claims are retried in the worker
+    and outcomes parked in memory: the engine's housekeeping must call `flush_pending()` every tick,
+    and `flush_until(deadline)` at shutdown before handing executions back (see engine/outage.py)."""
+
     def __init__(self, store: Store, metrics: Metrics, client: HttpClient, *, owner_id: str, job_timeout: float,
                  retry: RetryPolicy, clock: Callable[[], datetime] = utcnow, sleep: Sleep = CancelToken.wait,
-                 rand: Callable[[], float] = random.random):
+                 rand: Callable[[], float] = random.random, health: StoreHealth | None = None):
         self.owner_id = owner_id
+        self.health = health or StoreHealth(metrics)
+        self._parked = ParkedOutcomes(metrics, self.health)
         self._store = store
         self._metrics = metrics
         self._client = client
@@ -102,40 +96,63 @@ class Runner:
     def run(self, execution_id: str, token: CancelToken) -> None:
         """Run one execution to its end; the worker boundary: nothing raised here escapes."""
         with logutils.bind(execution_id=execution_id):
-            started = time.monotonic()
             outcome = Outcome(ExecutionStatus.FAILED)
             try:
-                self._run(execution_id, token, started, outcome)
+                self._run(execution_id, token, outcome)
             except Exception as exc:
                 log.exception("execution crashed")
                 outcome.status, outcome.error = ExecutionStatus.FAILED, f"internal error: {type(exc).__name__}"
-                self._finish(execution_id, outcome, started)
+                self._finish(execution_id, outcome)
 
-    def _run(self, execution_id: str, token: CancelToken, started: float, outcome: Outcome) -> None:
+    def flush_pending(self) -> int:
+        """Record the outcomes parked while the store could not write; return how many were written.
+        Cheap when none are parked; never raises StoreError. Call it every housekeeping tick."""
+        return self._parked.flush()
+
+    @property
+    def pending(self) -> int:
+        """Outcomes parked, waiting for the store."""
+        return len(self._parked)
+
+    def flush_until(self, deadline: float, pause: float = 0.05) -> int:
+        """Flush parked outcomes at least once and until none is left or time.monotonic() passes
+        `deadline`; return how many are still parked (their executions stay running under owner_id)."""
+        while True:
+            self.flush_pending()
+            if not self.pending or time.monotonic() + pause > deadline:
+                return self.pending
+            time.sleep(pause)
+
+    def _run(self, execution_id: str, token: CancelToken, outcome: Outcome) -> None:
         if token.reason == SHUTDOWN:
             log.debug("execution handed back unstarted: shutting down")
             return
-        token.deadline = time.monotonic() + self._job_timeout
         try:
-            execution = _patiently(lambda: self._store.claim_execution(
-                execution_id, owner=self.owner_id, now=self._clock()), "the claim")
-        except StoreError:
-            # Still queued under this live process: handed back at shutdown, adopted after a crash.
-            log.exception("execution not claimed: store unavailable")
+            execution = until_store_answers(lambda: self._store.claim_execution(
+                execution_id, owner=self.owner_id, now=self._clock()), token, operation="claim", health=self.health)
+        except Cancelled:
+            log.info("execution not claimed: shutting down while the store is unavailable")
             return
         if execution is None:
             log.debug("execution not claimed: cancelled or taken meanwhile")
             return
+        token.deadline = time.monotonic() + self._job_timeout
+        outcome.started = time.monotonic()
         with logutils.bind(tenant_id=execution.tenant_id, workflow_id=execution.workflow_id):
             self._perform(execution, token, outcome)
             if outcome.handed_back:
                 log.info("execution handed back: shutting down")
                 return
-            self._finish(execution_id, outcome, started)
+            self._finish(execution_id, outcome)
 
     def _perform(self, execution: Execution, token: CancelToken, outcome: Outcome) -> None:
         """Fill in `outcome` from the workflow's action, attempted as often as the policy allows."""
-        workflow = self._store.get_workflow(None, execution.workflow_id)
+        try:
+            workflow = until_store_answers(lambda: self._store.get_workflow(None, execution.workflow_id), token,
+                                           operation="workflow read", health=self.health, write=False)
+        except Cancelled as exc:  # shutting down while the store cannot be read
+            self._cancelled(exc.reason, outcome)
+            return
         if workflow is None:
             outcome.error = "workflow was deleted"
             return
@@ -185,24 +202,32 @@ class Runner:
             outcome.status, outcome.cancelled_by = ExecutionStatus.CANCELLED, reason
             outcome.error = f"cancelled by {reason}"
 
-    def _finish(self, execution_id: str, outcome: Outcome, started: float) -> None:
+    def _finish(self, execution_id: str, outcome: Outcome) -> None:
+        """Record the outcome, or park it until the store can write (the worker does not wait)."""
         error = _clean(outcome.error) if outcome.error else None
-        seconds = time.monotonic() - started
+        seconds, finished = time.monotonic() - outcome.started, self._clock()
+
+        def record() -> bool:
+            return self._store.finish_execution(
+                execution_id, owner=self.owner_id, status=outcome.status, attempts=outcome.attempts, now=finished,
+                result=outcome.result, error=error, cancelled_by=outcome.cancelled_by)
+
+        def done(recorded: bool) -> None:
+            if not recorded:
+                log.warning("execution outcome not recorded: no longer running here")
+                return
+            self._metrics.executions.labels(status=outcome.status.value, action_type=outcome.action_type).inc()
+            self._metrics.execution_duration.labels(action_type=outcome.action_type).observe(seconds)
+            self._log(_MESSAGES[outcome.status], outcome.status, outcome, seconds, error=error)
+
         try:
-            recorded = _patiently(lambda: self._store.finish_execution(
-                execution_id, owner=self.owner_id, status=outcome.status, attempts=outcome.attempts,
-                now=self._clock(), result=outcome.result, error=error, cancelled_by=outcome.cancelled_by),
-                "the outcome")
-        except StoreError:
-            # Left running under this live process: handed back at shutdown, adopted after a crash.
-            log.exception("execution outcome not recorded: store unavailable")
+            recorded = record()
+        except StoreError as exc:
+            self.health.failed("outcome", exc)
+            self._parked.park(execution_id, record, done, exc)
             return
-        if not recorded:
-            log.warning("execution outcome not recorded: no longer running here")
-            return
-        self._metrics.executions.labels(status=outcome.status.value, action_type=outcome.action_type).inc()
-        self._metrics.execution_duration.labels(action_type=outcome.action_type).observe(seconds)
-        self._log(_MESSAGES[outcome.status], outcome.status, outcome, seconds, error=error)
+        self.health.written()
+        done(recorded)
 
     def _log(self, message: str, status: ExecutionStatus, outcome: Outcome, seconds: float, **extra: Any) -> None:
         data = {"duration_ms": int(seconds * 1000), "status": status.value,

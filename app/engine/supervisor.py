@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
+from app import logutils
 from app.models import utcnow
-from app.store.base import Store, WorkerRecord
+from app.store.base import Store, StoreError, WorkerRecord
+from app.store.health import StoreHealth
 
 if TYPE_CHECKING:
     from app.engine.pool import BoundedExecutor
@@ -52,9 +54,10 @@ def pid_alive(pid: int) -> bool:
 
 class Supervisor:
     def __init__(self, engine: BoundedExecutor, store: Store, timing: SupervisorTiming, *,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, health: StoreHealth):
         self._engine = engine
         self._store = store
+        self._health = health
         self._timing = timing
         self._clock = clock
         self._host = socket.gethostname()
@@ -79,13 +82,19 @@ class Supervisor:
         while not self._stop.wait(self._timing.tick):
             try:
                 self.tick()
-            # The supervisor must outlive any one failure (the store briefly down, say): log, go on.
+            # The supervisor must outlive any one failure: log, go on. A store outage repeats the
+            # same error every tick, so it gets one summarised line, not a traceback per round.
+            except StoreError as error:
+                log.warning("supervisor round failed: store unavailable",
+                            extra=logutils.repeated(str(error), error=str(error)))
             except Exception:
                 log.exception("supervisor round failed")
         self._store.close()  # this thread's connection
 
     def tick(self) -> None:
-        """One round: expire deadlines, deliver store cancels, heartbeat and recover when due."""
+        """One round: record parked outcomes, expire deadlines, deliver store cancels, heartbeat and
+        recover when due."""
+        self._engine.flush_pending()
         tokens = self._engine.running_tokens()
         for token in tokens:
             token.expire()  # shuts down its sockets, so even a job blocked in a read times out
@@ -99,7 +108,14 @@ class Supervisor:
             self.recover()
 
     def heartbeat(self) -> None:
-        self._store.heartbeat(WorkerRecord(self._engine.owner_id, self._host, os.getpid(), self._clock()))
+        """Refresh this process's record; after a failure it is tried again every tick, so that the
+        others do not take this live process for dead once the store is back."""
+        try:
+            self._store.heartbeat(WorkerRecord(self._engine.owner_id, self._host, os.getpid(), self._clock()))
+        except StoreError as error:
+            self._health.failed("heartbeat", error)
+            raise
+        self._health.written()
         self._next_heartbeat = time.monotonic() + self._timing.heartbeat_every
 
     def _dead(self, worker: WorkerRecord, now: datetime) -> bool:
