@@ -163,4 +163,4 @@ def test_full_disk_for_longer_than_the_old_patience_loses_nothing_and_recovers_b
               f" (bound {DRAIN_BOUND:g} s),"
               f" {sum(c - 1 for c in delivered.values())} duplicate deliveries,"
               f" readyz 503 in {during.count(503)} of {len(during)} polls while full;"
-              f" warning lines besides access lines: {dict(others)}")
+              f" {sum(others.values())} warning lines besides access and execution lines: {dict(others)}")
