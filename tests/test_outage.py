@@ -8,7 +8,6 @@ import json
 import logging
 import threading
 import time
-from typing import Iterator
 
 import pytest
 
@@ -201,19 +200,6 @@ def test_store_health_probes_at_most_once_a_second_while_unhealthy_and_settles()
     errors = {op: metrics.registry.get_sample_value("ipaas_store_errors_total", {"operation": op})
               for op in ("outcome", "probe")}
     assert errors == {"outcome": 1, "probe": 1}
-
-
-@pytest.fixture
-def log_lines() -> Iterator:
-    stream = io.StringIO()
-    handler = logutils.json_handler(stream)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    root.removeHandler(handler)
-    root.setLevel(old_level)
 
 
 def outage_app(store, **config):

@@ -22,7 +22,6 @@ from tests.serverproc import (
     GunicornServer,
     create_http_workflow,
     delivery_counts,
-    list_executions,
     run_cli,
     send_webhook,
     wait_for_executions,
