@@ -320,9 +320,10 @@ class CliUser:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def create_user(tmp_path: Path, email: str, tenant: str) -> CliUser:
-    """Create a user, its tenant if missing and the schema in the test's database, with the CLI."""
-    created = run_cli(["users", "create", email, "--tenant", tenant], None, tmp_path)
+def create_user(tmp_path: Path, email: str, tenant: str, env: Mapping[str, str | None] | None = None) -> CliUser:
+    """Create a user, its tenant if missing and the schema in the test's database (or the one `env`'s
+    IPAAS_DATABASE_URL names), with the CLI."""
+    created = run_cli(["users", "create", email, "--tenant", tenant], env, tmp_path)
     if created.returncode != 0:
         raise AssertionError(f"users create exited with {created.returncode}: {created.stderr}")
     user_id = re.search(r"created user (\S+)", created.stdout)
