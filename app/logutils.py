@@ -68,22 +68,31 @@ class _Run:
     count: int = 0  # dropped so far
 
 
+# Libraries whose own warnings repeat through a store outage: psycopg_pool logs every failed
+# reconnection ("error connecting in 'pool': ..."). Their identical warnings are summarised too.
+REPEATING_LOGGERS = ("psycopg.pool",)
+
+
 class RepeatFilter(logging.Filter):
     """Let the first line of a run of `repeated` lines through and drop the others for `interval` s;
-    then log one line "N more like this in the last 10 s: <message>" with data.repeated = N.
+    then log one line "N more like this in the last 10 s: <message>" with data.repeated = N. Warnings
+    of `loggers` with the same text count as repeated lines too.
 
     The summary is written when the next line of any kind passes the handler after the interval (no
     timer thread), outside any request's or execution's ids."""
 
-    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 loggers: tuple[str, ...] = REPEATING_LOGGERS) -> None:
         super().__init__()
-        self._interval, self._clock = interval, clock
+        self._interval, self._clock, self._loggers = interval, clock, loggers
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, int, str, str], _Run] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         now = self._clock()
         key = record.__dict__.pop("repeat_key", None)
+        if key is None and record.levelno >= logging.WARNING and record.name.startswith(self._loggers):
+            key = record.getMessage()
         with self._lock:
             ended = [run_key for run_key, run in self._runs.items() if now >= run.until]
             summaries = [run for run in map(self._runs.pop, ended) if run.count]

@@ -281,3 +281,27 @@ def test_repeated_store_errors_are_summarised_per_interval():
         assert all("repeat_key" not in line for line in lines)
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_librarys_repeated_reconnection_warnings_are_summarised_too():
+    clock, stream = Clock(), io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logutils.RepeatFilter(interval=10, clock=clock, loggers=("tests.outage.pool",)))
+    pool, other = logging.getLogger("tests.outage.pool.worker"), logging.getLogger("tests.outage.elsewhere")
+    for logger in (pool, other):
+        logger.addHandler(handler)
+    try:
+        for _ in range(5):
+            pool.warning("error connecting in %r: %s", "pool-1", "connection refused")
+            pool.info("adding new connection to the pool")
+            other.warning("not summarised")
+        clock.now += 10
+        pool.warning("error connecting in %r: %s", "pool-1", "connection refused")
+        assert stream.getvalue().splitlines() == [
+            "error connecting in 'pool-1': connection refused", *["adding new connection to the pool",
+                                                                   "not summarised"] * 5,
+            "4 more like this in the last 10 s: error connecting in 'pool-1': connection refused",
+            "error connecting in 'pool-1': connection refused"]
+    finally:
+        for logger in (pool, other):
+            logger.removeHandler(handler)
