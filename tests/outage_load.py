@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from tests.receiver import Receiver
-from tests.serverproc import GunicornServer, delivery_counts, send_webhook, wait_for_executions, wait_until
+from tests.serverproc import (
+    TERMINAL,
+    GunicornServer,
+    delivery_counts,
+    send_webhook,
+    wait_for_executions,
+    wait_until,
+)
 
 SENDERS = 4
 SENDS_PER_SENDER = 3000  # an upper bound only: a test stops its senders when it is done
@@ -78,6 +85,23 @@ class WebhookLoad:
     def wait_readyz(self, status: int, *, after: float, timeout: float) -> None:
         wait_until(lambda: any(t > after and s == status for t, s in self.readyz), timeout,
                    f"/readyz never answered {status}")
+
+
+def wait_terminal(server: GunicornServer, auth: Mapping[str, str], ids: list[str], timeout: float) -> None:
+    """Poll until every execution in `ids` is terminal; a 503 (the store not reachable yet) is a "not yet"."""
+    waiting = set(ids)
+
+    def settled() -> bool:
+        for execution_id in sorted(waiting):
+            response = server.request("GET", f"/api/executions/{execution_id}", headers=auth)
+            if response.status == 503:
+                return False
+            assert response.status == 200, (response.status, response.body)
+            if response.json()["status"] in TERMINAL:
+                waiting.discard(execution_id)
+        return not waiting
+
+    wait_until(settled, timeout, f"executions not terminal: {waiting}")
 
 
 def check_outage(server: GunicornServer, auth: Mapping[str, str], receiver: Receiver, load: WebhookLoad, *,

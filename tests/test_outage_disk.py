@@ -14,9 +14,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.outage_load import DRAIN_BOUND, WebhookLoad, check_outage
+from tests.outage_load import DRAIN_BOUND, WebhookLoad, check_outage, wait_terminal
 from tests.receiver import Receiver, Reply, receiver  # noqa: F401 (a fixture)
-from tests.serverproc import GunicornServer, create_http_workflow, create_user, wait_for_executions
+from tests.serverproc import GunicornServer, create_http_workflow, create_user
 from tests.services import require
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def test_full_disk_for_longer_than_the_old_patience_loses_nothing_and_recovers_b
             filler.unlink()
             freed_at = time.monotonic()
             before = load.accepted()
-            wait_for_executions(server, user.auth, before, timeout=DRAIN_BOUND)
+            wait_terminal(server, user.auth, before, timeout=DRAIN_BOUND)
             drained_in = time.monotonic() - freed_at
             load.wait_readyz(200, after=freed_at, timeout=3)
             load.wait_accepted(20, after=freed_at)  # and webhooks are accepted again
