@@ -95,6 +95,7 @@ class Workflow:
     created_at: datetime
     updated_at: datetime
     secret: str | None = None
+    signature_scheme: str = "auto"  # auto | standard | github | stripe | slack | shopify
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Execution:
     payload: Any
     created_at: datetime
     headers: dict[str, str] = field(default_factory=dict)
-    query: dict[str, str] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)  # a repeated key holds a list
     attempts: int = 0
     result: dict[str, Any] | None = None
     error: str | None = None

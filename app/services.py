@@ -33,12 +33,14 @@ class Services:
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
         fields = validation.workflow_fields(body, partial=False)
         validation.check_action(fields["action_type"], fields["config"])
+        scheme = fields.get("signature_scheme", "auto")
+        validation.check_secret_for_scheme(fields.get("secret"), scheme)
         now = utcnow()
         workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
                             name=fields["name"], trigger_type=fields["trigger_type"],
                             action_type=fields["action_type"], config=fields["config"],
                             enabled=fields.get("enabled", True), secret=fields.get("secret"),
-                            created_at=now, updated_at=now)
+                            signature_scheme=scheme, created_at=now, updated_at=now)
         return self.store.create_workflow(workflow)
 
     def get_workflow(self, principal: Principal, workflow_id: str) -> Workflow:
@@ -56,8 +58,10 @@ class Services:
         current = self.get_workflow(principal, workflow_id)
         if not partial:
             fields.setdefault("enabled", True)
+            fields.setdefault("signature_scheme", "auto")
         updated = replace(current, **fields, updated_at=utcnow())
         validation.check_action(updated.action_type, updated.config)
+        validation.check_secret_for_scheme(updated.secret, updated.signature_scheme)
         stored = self.store.update_workflow(updated)
         if stored is None:
             raise NotFound(f"no workflow {workflow_id!r}")
@@ -76,7 +80,7 @@ class Services:
         return workflow
 
     def ingest(self, workflow: Workflow, *, trigger: str, payload: Any, headers: dict[str, str] | None = None,
-               query: dict[str, str] | None = None, idempotency_key: str | None = None,
+               query: dict[str, Any] | None = None, idempotency_key: str | None = None,
                replay_of: str | None = None) -> tuple[Execution, bool]:
         """Record a queued execution and hand it to the engine; return it and whether it is new.
 

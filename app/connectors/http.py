@@ -65,4 +65,4 @@ class HttpRequest(Connector):
             headers["Content-Type"] = content_type
         response = client.send(config.get("method", "POST").upper(), rendered_url(config, "url"), token=token,
                                headers=headers, data=data, timeout=config.get("timeout"))
-        return ActionResult(response.status_code, response.body)
+        return ActionResult.of(response)

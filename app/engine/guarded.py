@@ -4,7 +4,8 @@ Every connection, redirects included, is made by `_GuardedConnection._new_conn`:
 host itself, checks every address (security/ssrf.py) and connects to a checked address, while TLS
 keeps SNI and certificate checks on the host name. Each socket a request uses, new or reused from
 the pool, is registered with the request's CancelToken, so a cancel shuts it down and a read blocked
-on a silent server returns at once instead of at its timeout."""
+on a silent server returns at once instead of at its timeout. `_Call.expire` shuts them the same
+way when the attempt's own time is up (engine/watchdog.py calls it)."""
 from __future__ import annotations
 
 import contextvars
@@ -34,6 +35,7 @@ class _Call:
         self.policy = policy
         self._lock = threading.RLock()  # on_cancel runs _shut at once, inside watch, if already set
         self._watched: list[tuple[socket.socket, Callable[[], None]]] = []
+        self.expired = False
 
     def watch(self, sock: socket.socket) -> None:
         """Shut `sock` down when the token is set. A dup of the descriptor is kept because TLS
@@ -41,6 +43,15 @@ class _Call:
         with self._lock:
             dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
             self._watched.append((dup, self.token.on_cancel(lambda: self._shut(dup))))
+            if self.expired:
+                self._shut(dup)
+
+    def expire(self) -> None:
+        """The attempt's time is up: shut every socket it uses, now and later."""
+        with self._lock:
+            self.expired = True
+            for dup, _ in self._watched:
+                self._shut(dup)
 
     def _shut(self, dup: socket.socket) -> None:
         with self._lock:  # never on a dup that close() has already closed
@@ -133,12 +144,13 @@ def guarded_pool_manager(maxsize: int) -> PoolManager:
 
 
 @contextmanager
-def guarded_call(token: CancelToken, policy: AddressPolicy) -> Iterator[None]:
-    """Make the connections opened inside the block obey `policy` and stop when `token` is set."""
+def guarded_call(token: CancelToken, policy: AddressPolicy) -> Iterator[_Call]:
+    """Make the connections opened inside the block obey `policy` and stop when `token` is set or
+    the call yielded is expired."""
     call = _Call(token, policy)
     reset = _current.set(call)
     try:
-        yield
+        yield call
     finally:
         _current.reset(reset)
         call.close()

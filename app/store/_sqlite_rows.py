@@ -67,6 +67,7 @@ def workflow_from(row: sqlite3.Row) -> Workflow:
         created_at=from_ts(row["created_at"]),
         updated_at=from_ts(row["updated_at"]),
         secret=row["secret"],
+        signature_scheme=row["signature_scheme"],
     )
 
 

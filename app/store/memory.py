@@ -180,6 +180,7 @@ class MemoryStore(Store):
                 config=_json_copy(workflow.config),
                 enabled=workflow.enabled,
                 secret=workflow.secret,
+                signature_scheme=workflow.signature_scheme,
                 updated_at=workflow.updated_at,
             )
             self._workflows[workflow.id] = updated

@@ -178,9 +178,10 @@ class SqliteStore(Store):
             row = _one(
                 conn,
                 "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
-                " secret, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                " secret, created_at, updated_at, signature_scheme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING *",
                 (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config),
-                 int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at)),
+                 int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at), w.signature_scheme),
             )
             return rows.workflow_from(row)
 
@@ -203,9 +204,10 @@ class SqliteStore(Store):
             row = _one(
                 conn,
                 "UPDATE workflows SET name = ?, trigger_type = ?, action_type = ?, config = ?, enabled = ?,"
-                " secret = ?, updated_at = ? WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL RETURNING *",
+                " secret = ?, updated_at = ?, signature_scheme = ?"
+                " WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL RETURNING *",
                 (w.name, w.trigger_type, w.action_type, to_json(w.config), int(w.enabled), w.secret,
-                 to_ts(w.updated_at), w.id, w.tenant_id),
+                 to_ts(w.updated_at), w.signature_scheme, w.id, w.tenant_id),
             )
             return rows.workflow_from(row) if row else None
 
