@@ -63,7 +63,8 @@ class BoundedExecutor(Engine):
         self._queued = self._busy = self._dropped = 0
         self._closed = False  # no new slots
         self._stopped = False  # no new jobs: the pool is shutting down
-        self._supervisor = Supervisor(self, store, timing or SupervisorTiming(), clock=clock, health=runner.health)
+        self.health = runner.health  # the store's health as this process sees it (supervisor, readyz)
+        self._supervisor = Supervisor(self, store, timing or SupervisorTiming(), clock=clock)
 
     # --- admission ---------------------------------------------------------------------------------
     @contextmanager
@@ -208,7 +209,7 @@ class BoundedExecutor(Engine):
         it once this one is gone (a parked action then runs again: at-least-once). None if so."""
         if self._runner.flush_until(deadline):
             log.warning("engine stopping with outcomes not recorded: left running under this process",
-                        extra={"data": {"pending": self._runner.pending, "error": self._runner.health.problem}})
+                        extra={"data": {"pending": self._runner.pending, "error": self.health.problem}})
             return None
         try:
             released = self._store.release_executions(self.owner_id)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Callable
 from app import logutils
 from app.models import utcnow
 from app.store.base import Store, StoreError, WorkerRecord
-from app.store.health import StoreHealth
 
 if TYPE_CHECKING:
     from app.engine.pool import BoundedExecutor
@@ -54,10 +53,11 @@ def pid_alive(pid: int) -> bool:
 
 class Supervisor:
     def __init__(self, engine: BoundedExecutor, store: Store, timing: SupervisorTiming, *,
-                 clock: Callable[[], datetime] = utcnow, health: StoreHealth):
+                 clock: Callable[[], datetime] = utcnow):
+        """Besides owner_id, running_tokens() and cancel(), the engine gives `health` (its runner's
+        StoreHealth, fed the heartbeats' outcomes) and `flush_pending()` (called every tick)."""
         self._engine = engine
         self._store = store
-        self._health = health
         self._timing = timing
         self._clock = clock
         self._host = socket.gethostname()
@@ -113,9 +113,9 @@ class Supervisor:
         try:
             self._store.heartbeat(WorkerRecord(self._engine.owner_id, self._host, os.getpid(), self._clock()))
         except StoreError as error:
-            self._health.failed("heartbeat", error)
+            self._engine.health.failed("heartbeat", error)
             raise
-        self._health.written()
+        self._engine.health.written()
         self._next_heartbeat = time.monotonic() + self._timing.heartbeat_every
 
     def _dead(self, worker: WorkerRecord, now: datetime) -> bool:
