@@ -46,10 +46,11 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     if engine is not None and app.config["START_ENGINE"]:
         engine.start()
 
-    from app import cli
+    from app import cli, ui
     from app.api import register_api
 
     register_api(app)
+    ui.init_app(app)
     cli.init_app(app)
     return app
 

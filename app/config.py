@@ -24,6 +24,12 @@ DEFAULTS: dict[str, object] = {
     # gunicorn.conf.py turns this on for its workers; CLI commands import the same app and must not
     # start a pool that would adopt and run executions.
     "START_ENGINE": False,
+    # Dashboard session cookie (Flask's own settings): not readable by scripts, not sent on cross-site
+    # POSTs. Set IPAAS_SESSION_COOKIE_SECURE=true when the dashboard is served over HTTPS.
+    "SESSION_COOKIE_NAME": "ipaas_session",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": False,
 }
 
 _TYPES = {key: type(value) for key, value in DEFAULTS.items()}

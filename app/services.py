@@ -4,14 +4,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from app import logutils, validation
+from app import logutils, overview, validation
 from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
+from app.security import apikeys
 from app.security.ratelimit import TenantRateLimiter
 from app.store import Store
 from app.store.health import StoreHealth
@@ -163,6 +164,21 @@ class Services:
                 engine.cancel(execution.id, "client disconnected")
                 break
         return self.store.get_execution(execution.tenant_id, execution.id) or execution
+
+    # --- dashboard: sign-in and read-only summaries ---------------------------------------------------
+    def sign_in(self, key: str) -> Principal:
+        """Check an API key typed into the sign-in form, exactly as the API checks a bearer key."""
+        return apikeys.authenticate_key(self.store, key)
+
+    def session_principal(self, key_prefix: str) -> Principal:
+        """Re-check a signed-in session's key on each request: Unauthorized once it is revoked."""
+        return apikeys.principal_for_prefix(self.store, key_prefix)
+
+    def last_executions(self, principal: Principal, workflow_ids: list[str]) -> dict[str, Execution]:
+        return overview.last_executions(self.store, principal, workflow_ids)
+
+    def queue_overview(self, principal: Principal, *, now: datetime | None = None) -> overview.QueueOverview:
+        return overview.queue_overview(self.store, self.metrics, principal, now=now or utcnow())
 
     def _take_rate_token(self, tenant_id: str) -> None:
         try:

@@ -36,10 +36,29 @@ def authenticate(store: Store, authorization: str | None) -> Principal:
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("missing API key: send Authorization: Bearer <key>")
-    match = _KEY_RE.match(key.strip())
+    return authenticate_key(store, key)
+
+
+def authenticate_key(store: Store, key: str) -> Principal:
+    """Resolve an API key (the dashboard's sign-in form sends it bare) to its principal, or raise Unauthorized."""
+    key = key.strip()
+    match = _KEY_RE.match(key)
     record = store.get_api_key(match.group(1)) if match else None
     # Compare even when the prefix is unknown, so timing does not tell valid prefixes apart.
     expected = record.key_hash if record else hash_key("")
-    if not hmac.compare_digest(expected, hash_key(key.strip())) or record is None or record.revoked_at:
+    if not hmac.compare_digest(expected, hash_key(key)) or record is None or record.revoked_at:
         raise Unauthorized("invalid or revoked API key")
+    return _principal(record)
+
+
+def principal_for_prefix(store: Store, prefix: str) -> Principal:
+    """The principal of a key already proven once (a dashboard session keeps only its prefix, in a signed
+    cookie); Unauthorized once the key is revoked or gone, which ends the session."""
+    record = store.get_api_key(prefix)
+    if record is None or record.revoked_at:
+        raise Unauthorized("the API key of this session was revoked")
+    return _principal(record)
+
+
+def _principal(record: ApiKey) -> Principal:
     return Principal(tenant_id=record.tenant_id, user_id=record.user_id, key_prefix=record.prefix)
