@@ -17,6 +17,7 @@ from app.models import ExecutionStatus
 from app.store import MemoryStore, StoreError
 from app.store.health import StoreHealth
 from tests.conftest import TEST_SECRET_KEY, make_account
+from tests.dashboard import sign_in
 from tests.fakes import FailingStore
 from tests.receiver import receiver  # noqa: F401 (a fixture)
 from tests.serverproc import wait_until
@@ -305,3 +306,18 @@ def test_a_librarys_repeated_reconnection_warnings_are_summarised_too():
     finally:
         for logger in (pool, other):
             logger.removeHandler(handler)
+
+
+def test_a_dashboard_page_refused_during_an_outage_is_one_warning_line(memory, log_lines):
+    outage = Outage(memory, "list_workflows")
+    app = outage_app(outage.store)
+    try:
+        client = app.test_client()
+        account = make_account(memory)
+        sign_in(client, account.key)
+        response = client.get("/ui/workflows", headers={"X-Request-ID": "ui-1"})
+        assert response.status_code == 503 and "Database unavailable" in response.get_data(as_text=True)
+        [line] = [line for line in log_lines() if line.get("request_id") == "ui-1"]
+        assert (line["level"], line["data"]["error"]) == ("warning", "store unavailable: database is locked")
+    finally:
+        shutdown_app(app, grace=0)

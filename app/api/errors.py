@@ -27,6 +27,13 @@ def error_response(status: int, code: str, message: str, *, field: str | None = 
     return response
 
 
+def store_unavailable(error: StoreError) -> None:
+    """Note a request refused because the store failed: counted, fed to the store's health, and told
+    by the request's one access line (a warning with the reason), not by a traceback."""
+    services().health.failed("request", error)
+    requestlog.refused_because(f"store unavailable: {error}")
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(AppError)
     def app_error(error: AppError):
@@ -43,9 +50,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):
-        # One line per refused request, not a traceback: the access line says why (requestlog.py).
-        services().health.failed("request", error)
-        requestlog.refused_because(f"store unavailable: {error}")
+        store_unavailable(error)
         return error_response(503, "store_unavailable", "the database is unavailable, try again", retry_after=5)
 
     @app.errorhandler(Exception)
