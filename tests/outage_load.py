@@ -47,7 +47,7 @@ class WebhookLoad:
         self._server, self._workflow = server, workflow
         self._stop = threading.Event()
         self.answers: list[Answer] = []
-        self.readyz: list[tuple[float, int]] = []
+        self.readyz: list[tuple[float, int]] = []  # (time.monotonic() of the answer, its status)
         self._threads = [threading.Thread(target=self._send) for _ in range(SENDERS)]
         self._threads.append(threading.Thread(target=self._poll_readyz))
 
@@ -73,7 +73,8 @@ class WebhookLoad:
 
     def _poll_readyz(self) -> None:
         while not self._stop.wait(0.1):
-            self.readyz.append((time.monotonic(), self._server.request("GET", "/readyz", timeout=30).status))
+            status = self._server.request("GET", "/readyz", timeout=30).status
+            self.readyz.append((time.monotonic(), status))  # when the answer came
 
     def accepted(self) -> list[str]:
         return [answer.execution_id for answer in self.answers if answer.status == 202]
