@@ -1,7 +1,7 @@
 """The composition root: every shared object (store, engine, metrics) is built here, per app."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -14,11 +14,17 @@ from app.security.ratelimit import TenantRateLimiter
 from app.services import Services
 from app.store import Store, create_store
 from app.store.health import StoreHealth
+from app.tracing import Tracing, provider_from_env
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None = None,
-               engine: Engine | None = None) -> Flask:
-    """Build the service: config from defaults, IPAAS_* variables, then `test_config`."""
+               engine: Engine | None = None, tracer_provider: TracerProvider | None = None) -> Flask:
+    """Build the service: config from defaults, IPAAS_* variables, then `test_config`.
+
+    Tracing (app/tracing.py) uses `tracer_provider`, else one made from the OTEL_* variables, if set."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("IPAAS")
@@ -32,17 +38,20 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     app.config["SECRET_KEYS"] = load_secret_keys(app.config.get("SECRET_KEY"), app.instance_path)
     app.secret_key = app.config["SECRET_KEYS"][0]
 
-    store = store or create_store(app.config["DATABASE_URL"])
+    store = store or create_store(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"])
     store.init_schema()
     metrics = Metrics()
     health = StoreHealth(metrics)
+    # Made here, after gunicorn's fork: an exporter's thread would not survive one.
+    tracing = Tracing(tracer_provider or provider_from_env())
+    tracing.instrument(app)
     if engine is None and app.config["START_ENGINE"]:
         from app.engine import create_engine
 
-        engine = create_engine(store, app.config, metrics, health=health)
+        engine = create_engine(store, app.config, metrics, tracing=tracing, health=health)
     limiter = TenantRateLimiter(store, rate=app.config["TENANT_RATE"], burst=app.config["TENANT_BURST"])
     app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config,
-                                       rate_limiter=limiter, health=health)
+                                       rate_limiter=limiter, tracing=tracing, health=health)
     if engine is not None and app.config["START_ENGINE"]:
         engine.start()
 
@@ -61,3 +70,4 @@ def shutdown_app(app: Flask, grace: float) -> None:
     if services.engine is not None:
         services.engine.shutdown(grace)
     services.store.shutdown()
+    services.tracing.shutdown()

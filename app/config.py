@@ -3,6 +3,7 @@ from __future__ import annotations
 
 DEFAULTS: dict[str, object] = {
     "DATABASE_URL": "sqlite:///instance/ipaas.sqlite3",
+    "DB_POOL_SIZE": 10,  # PostgreSQL: connections per process at most
     "WORKERS": 10,
     "QUEUE_SIZE": 100,
     "ENQUEUE_TIMEOUT": 5.0,
@@ -16,6 +17,7 @@ DEFAULTS: dict[str, object] = {
     "BREAKER_FAILURES": 5,
     "BREAKER_RESET": 300.0,
     "LOG_LEVEL": "INFO",
+    "EXECUTION_RETENTION_DAYS": 30.0,  # finished executions older than this are purged; 0 keeps them
     # Not in the public contract: tuning knobs a user rarely needs, documented in README.
     "HTTP_TIMEOUT": 10.0,  # default per-request timeout of actions, seconds
     "RETRY_BASE_DELAY": 0.5,  # first retry backoff, seconds; doubles per attempt, with jitter

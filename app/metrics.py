@@ -31,6 +31,8 @@ class Metrics:
                                   ["status", "action_type"], registry=r)
         self.execution_duration = Histogram("ipaas_execution_duration_seconds", "Time from start to outcome.",
                                             ["action_type"], buckets=_DURATION_BUCKETS, registry=r)
+        self.step_duration = Histogram("ipaas_step_duration_seconds", "Time one step ran, its retries included.",
+                                       ["action_type"], buckets=_DURATION_BUCKETS, registry=r)
         self.jobs_dropped = Counter("ipaas_jobs_dropped_total", "Webhooks refused with 503: queue full.",
                                     registry=r)
         self.webhooks_received = Counter("ipaas_webhooks_received_total", "Webhook requests by answer status.",

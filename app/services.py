@@ -5,17 +5,18 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from app import logutils, overview, validation
+from app import logutils, overview, step_rules, step_view, validation
 from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
-from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
+from app.models import Execution, ExecutionStatus, Page, Principal, StepRecord, Workflow, new_id, utcnow
 from app.security import apikeys
 from app.security.ratelimit import TenantRateLimiter
 from app.store import Store
 from app.store.health import StoreHealth
+from app.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 WAIT_POLL_SECONDS = 0.2
@@ -29,17 +30,18 @@ class Services:
     config: Mapping[str, Any]
     rate_limiter: TenantRateLimiter
     health: StoreHealth  # whether the store can write, fed by the writes below and by the engine's
+    tracing: Tracing = NO_TRACING
 
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
         fields = validation.workflow_fields(body, partial=False)
-        validation.check_action(fields["action_type"], fields["config"])
+        steps = step_rules.workflow_steps(fields, None)
         scheme = fields.get("signature_scheme", "auto")
         validation.check_secret_for_scheme(fields.get("secret"), scheme)
         now = utcnow()
         workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
                             name=fields["name"], trigger_type=fields["trigger_type"],
-                            action_type=fields["action_type"], config=fields["config"],
+                            action_type=steps[0].action_type, config=steps[0].config, steps=steps,
                             enabled=fields.get("enabled", True), secret=fields.get("secret"),
                             signature_scheme=scheme, created_at=now, updated_at=now)
         return self.store.create_workflow(workflow)
@@ -57,11 +59,13 @@ class Services:
         """PUT replaces every field but `secret` (absent keeps it, null clears it); PATCH merges."""
         fields = validation.workflow_fields(body, partial=partial)
         current = self.get_workflow(principal, workflow_id)
+        steps = step_rules.workflow_steps(fields, current)
         if not partial:
             fields.setdefault("enabled", True)
             fields.setdefault("signature_scheme", "auto")
-        updated = replace(current, **fields, updated_at=utcnow())
-        validation.check_action(updated.action_type, updated.config)
+        kept = {key: value for key, value in fields.items() if key not in ("steps", *step_rules.ACTION_FIELDS)}
+        updated = replace(current, **kept, action_type=steps[0].action_type, config=steps[0].config, steps=steps,
+                          updated_at=utcnow())
         validation.check_secret_for_scheme(updated.secret, updated.signature_scheme)
         stored = self.store.update_workflow(updated)
         if stored is None:
@@ -82,8 +86,9 @@ class Services:
 
     def ingest(self, workflow: Workflow, *, trigger: str, payload: Any, headers: dict[str, str] | None = None,
                query: dict[str, Any] | None = None, idempotency_key: str | None = None,
-               replay_of: str | None = None) -> tuple[Execution, bool]:
-        """Record a queued execution and hand it to the engine; return it and whether it is new.
+               replay_of: str | None = None, steps: Sequence[StepRecord] = ()) -> tuple[Execution, bool]:
+        """Record a queued execution (with `steps`: records of steps it starts after) and hand it to the
+        engine; return it and whether it is new.
 
         The slot is taken first so that a full queue refuses the request before anything is
         recorded: a 503 leaves no trace but the dropped counter. A repeat of an idempotency key is
@@ -100,10 +105,11 @@ class Services:
         execution = Execution(id=new_id("ex", now), tenant_id=workflow.tenant_id, workflow_id=workflow.id,
                               status=ExecutionStatus.QUEUED, trigger=trigger, payload=payload, created_at=now,
                               headers=headers or {}, query=query or {}, owner=engine.owner_id,
-                              replay_of=replay_of)
+                              replay_of=replay_of, trace_context=self.tracing.traceparent())
         with engine.slot(self.config["ENQUEUE_TIMEOUT"]) as slot:
             execution, created = self.store.create_execution(
-                execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"])
+                execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"],
+                steps=steps)
             self.health.written()
             if created:
                 slot.submit(execution.id)
@@ -121,19 +127,44 @@ class Services:
         workflow = self.get_workflow(principal, workflow_id)
         return self.ingest(workflow, trigger="manual", payload=payload)[0]
 
-    def replay(self, principal: Principal, execution_id: str) -> Execution:
+    def replay(self, principal: Principal, execution_id: str, *, from_failed: bool = False) -> Execution:
+        """Run the execution's payload again, every step; `from_failed`: keep the results of the steps that
+        succeeded (or were skipped) before the first that did not, and start there. Conflict if the
+        execution is still running or has no such step (it succeeded)."""
         original = self.get_execution(principal, execution_id)
         workflow = self.store.get_workflow(principal.tenant_id, original.workflow_id)
         if workflow is None:
             raise Conflict(f"workflow {original.workflow_id!r} of execution {execution_id!r} was deleted")
+        kept: list[StepRecord] = []
+        if from_failed:
+            if not original.status.terminal or original.status is ExecutionStatus.SUCCEEDED:
+                raise Conflict(f"execution {execution_id!r} is {original.status.value}: it has no failed step to "
+                               f"start from; replay it without ?from=failed to run every step again")
+            records = self.store.list_steps(principal.tenant_id, [original.id])[original.id]
+            for record in records:
+                if not record.status.settled:
+                    break
+                kept.append(record)
         return self.ingest(workflow, trigger="replay", payload=original.payload, headers=original.headers,
-                           query=original.query, replay_of=original.id)[0]
+                           query=original.query, replay_of=original.id, steps=kept)[0]
 
     def get_execution(self, principal: Principal, execution_id: str) -> Execution:
         execution = self.store.get_execution(principal.tenant_id, execution_id)
         if execution is None:
             raise NotFound(f"no execution {execution_id!r}")
         return execution
+
+    def steps_of(self, tenant_id: str | None, executions: Sequence[Execution]) -> dict[str, list[StepRecord]]:
+        """The steps the API shows for each execution (step_view), by execution id; tenant_id None: any."""
+        records = self.store.list_steps(tenant_id, [execution.id for execution in executions])
+        workflows: dict[str, Workflow | None] = {}
+        shown = {}
+        for execution in executions:
+            mine = records[execution.id]
+            if step_view.needs_workflow(execution, mine) and execution.workflow_id not in workflows:
+                workflows[execution.workflow_id] = self.store.get_workflow(tenant_id, execution.workflow_id)
+            shown[execution.id] = step_view.steps_view(execution, mine, workflows.get(execution.workflow_id))
+        return shown
 
     def list_executions(self, principal: Principal, *, workflow_id: str | None, status: ExecutionStatus | None,
                         limit: int, cursor: str | None) -> Page[Execution]:

@@ -1,4 +1,5 @@
-"""Run the real service under gunicorn (or its CLI) in tests, on a free port and a fresh SQLite file.
+"""Run the real service under gunicorn (or its CLI) in tests, on a free port and a fresh SQLite file
+(or the PostgreSQL database that an `IPAAS_DATABASE_URL` in the env passed in names).
 
     with GunicornServer({"IPAAS_WORKERS": "2"}, tmp_path, processes=2) as server:
         response = server.request("GET", "/healthz")
@@ -112,8 +113,9 @@ class GunicornServer:
     """`gunicorn -c gunicorn.conf.py wsgi:app` on 127.0.0.1, its logs in files under tmp_path."""
 
     def __init__(self, env: Mapping[str, str | None] | None, tmp_path: Path, processes: int = 1, threads: int = 4,
-                 extra_args: Sequence[str] = (), *, port: int | None = None) -> None:
+                 extra_args: Sequence[str] = (), *, port: int | None = None, root: Path = ROOT) -> None:
         self.tmp_path = Path(tmp_path)
+        self.root = Path(root)  # the project directory gunicorn runs from (a copy, to test a reload)
         self.port = port or free_port()
         self.processes, self.threads, self.extra_args = processes, threads, tuple(extra_args)
         self.env = dict(env or {})
@@ -135,7 +137,7 @@ class GunicornServer:
         assert self.proc is None, "already started: use respawn() for a new server"
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *self.extra_args, "wsgi:app"]
         with open(self.stdout_path, "ab") as stdout, open(self.stderr_path, "ab") as stderr:
-            self.proc = subprocess.Popen(command, cwd=ROOT, env=self.full_env, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(command, cwd=self.root, env=self.full_env, stdin=subprocess.DEVNULL,
                                          stdout=stdout, stderr=stderr, start_new_session=True)
         _LIVE.add(self)
         try:
@@ -167,6 +169,10 @@ class GunicornServer:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def reload(self) -> None:
+        """Send SIGHUP to the master: gunicorn starts new workers and stops the old ones."""
+        self.proc.send_signal(signal.SIGHUP)
 
     def worker_pids(self) -> list[int]:
         """Return the pids of the master's live children (the workers)."""
@@ -226,7 +232,7 @@ class GunicornServer:
 
         Use it as a context manager (`with server.respawn() as again:`) so that it is stopped too."""
         settings = {"processes": self.processes, "threads": self.threads, "extra_args": self.extra_args,
-                    "port": self.port, **overrides}
+                    "port": self.port, "root": self.root, **overrides}
         return GunicornServer(self.env if env is None else env, self.tmp_path, **settings).start()
 
     # -- HTTP ------------------------------------------------------------------------------------
@@ -295,12 +301,24 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 
 
 def database_path(tmp_path: Path) -> Path:
-    """Return the SQLite file that servers and the CLI of this tmp_path use."""
+    """Return the SQLite file that servers and the CLI of this tmp_path use (unless their env names
+    another IPAAS_DATABASE_URL)."""
     return Path(tmp_path) / "ipaas.sqlite3"
 
 
-def query_database(tmp_path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run one query on the test's database through a read-only connection (servers may be running)."""
+def query_database(tmp_path: Path, sql: str, params: Sequence[Any] = (), *,
+                   url: str | None = None) -> list[tuple[Any, ...]]:
+    """Run one query on the test's database in a read-only transaction (servers may be running): the
+    SQLite file of tmp_path, or the PostgreSQL database at `url`. Placeholders are the driver's:
+    `?` for SQLite, `%s` for PostgreSQL."""
+    if url is not None:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("query_database(url=...) takes a PostgreSQL URL; SQLite is found by tmp_path")
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=5) as connection:
+            connection.read_only = True
+            return connection.execute(sql, params).fetchall()
     connection = sqlite3.connect(f"file:{database_path(tmp_path)}?mode=ro", uri=True, timeout=5.0)
     try:
         return connection.execute(sql, params).fetchall()

@@ -1,69 +1,28 @@
-"""Run one execution in a worker thread: claim it, render its config, call the connector with
-retries, and record ONE outcome in the store."""
+"""Run one execution in a worker thread: claim it, run its steps (engine/steps.py: templates, conditions,
+connectors with retries, a checkpoint per step), and record ONE outcome in the store."""
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
-from app import connectors, logutils, rendering
-from app.connectors import ActionError, ActionResult
+from app import logutils
 from app.engine.cancel import SHUTDOWN, TIMEOUT, Cancelled, CancelToken
 from app.engine.http import HttpClient
 from app.engine.outage import ParkedOutcomes, until_store_answers
-from app.errors import ValidationFailed
+from app.engine.steps import Outcome, RetryPolicy, Sleep, StepRunner, clean
 from app.metrics import Metrics
-from app.models import Execution, ExecutionStatus, utcnow
-from app.security.redact import redact_text
+from app.models import Execution, ExecutionStatus, StepRecord, utcnow
 from app.store.base import Store, StoreError
 from app.store.health import StoreHealth
+from app.tracing import NO_TRACING, Tracing
+
+__all__ = ["Outcome", "RetryPolicy", "Runner", "Sleep"]
 
 log = logging.getLogger(__name__)
-
-BODY_LIMIT = 2048  # characters of a response body kept in the execution's result
-Sleep = Callable[[CancelToken, float], None]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int
-    base_delay: float
-    max_delay: float
-
-    def delay(self, attempt: int, retry_after: float | None, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based): the server's Retry-After
-        as asked when it gave one (a throttling server hit early only throttles longer), else
-        exponential backoff with full jitter, never above max_delay."""
-        if retry_after is not None:
-            return retry_after
-        return rand() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-
-
-def wait_too_long(error: ActionError, delay: float, token: CancelToken) -> ActionError | None:
-    """The error to fail with now when a destination asks (Retry-After) for a wait that would end
-    past the execution's deadline; None when the wait fits, or was not asked for."""
-    remaining = token.remaining()
-    if error.retry_after is None or remaining is None or delay < remaining:
-        return None
-    return ActionError(f"{error.message}: the destination asked to retry after {delay:g} s (Retry-After), "
-                       f"past the job timeout ({remaining:.0f} s left)", status_code=error.status_code,
-                       body=error.body, content_type=error.content_type)
-
-
-@dataclass
-class Outcome:
-    status: ExecutionStatus
-    attempts: int = 0
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    cancelled_by: str | None = None
-    action_type: str = "unknown"
-    handed_back: bool = False  # cancelled by shutdown: left unfinished, to run again after restart
-    started: float = field(default_factory=time.monotonic)  # reset once claimed: a claim may wait for the store
+T = TypeVar("T")
 
 
 _MESSAGES = {
@@ -74,45 +33,26 @@ _MESSAGES = {
 }
 
 
-def _clean(message: str) -> str:
-    """Return an error message fit to store and log: secrets redacted, on one line."""
-    return " ".join(redact_text(message).split())
-
-
-def _result(attempts: int, status_code: int | None, body: str | bytes | None,
-            content_type: str | None = None) -> dict[str, Any]:
-    """The execution's `result`: the answer's status and its body, cut to BODY_LIMIT characters;
-    an answer that is not text as `body_base64` (as long at most) with its `content_type`."""
-    result: dict[str, Any] = {"attempts": attempts}
-    if status_code is None:
-        return result
-    if isinstance(body, bytes):
-        encoded = base64.b64encode(body[:BODY_LIMIT // 4 * 3]).decode("ascii")
-        result.update(status_code=status_code, content_type=content_type, body_base64=encoded)
-    else:
-        result.update(status_code=status_code, body=redact_text(body or "")[:BODY_LIMIT])
-    return result
-
-
 class Runner:
-    """Runs executions for one owner. While the store cannot write, claims are retried in the worker
-    and outcomes parked in memory: the engine's housekeeping must call `flush_pending()` every tick,
-    and `flush_until(deadline)` at shutdown before handing executions back (see engine/outage.py)."""
+    """Runs executions for one owner. While the store cannot write, claims and step checkpoints are
+    retried in the worker and outcomes parked in memory: the engine's housekeeping must call
+    `flush_pending()` every tick, and `flush_until(deadline)` at shutdown before handing executions
+    back (see engine/outage.py)."""
 
     def __init__(self, store: Store, metrics: Metrics, client: HttpClient, *, owner_id: str, job_timeout: float,
                  retry: RetryPolicy, clock: Callable[[], datetime] = utcnow, sleep: Sleep = CancelToken.wait,
-                 rand: Callable[[], float] = random.random, health: StoreHealth | None = None):
+                 rand: Callable[[], float] = random.random, tracing: Tracing = NO_TRACING,
+                 health: StoreHealth | None = None):
         self.owner_id = owner_id
         self.health = health or StoreHealth(metrics)
         self._parked = ParkedOutcomes(metrics, self.health)
+        self._tracing = tracing
         self._store = store
         self._metrics = metrics
-        self._client = client
         self._job_timeout = job_timeout
-        self._retry = retry
         self._clock = clock
-        self._sleep = sleep
-        self._rand = rand
+        self._steps = StepRunner(metrics, client, retry=retry, clock=clock, sleep=sleep, rand=rand,
+                                 checkpoint=self._checkpoint, log_event=self._log, tracing=tracing)
 
     def run(self, execution_id: str, token: CancelToken) -> None:
         """Run one execution to its end; the worker boundary: nothing raised here escapes."""
@@ -159,62 +99,48 @@ class Runner:
             return
         token.deadline = time.monotonic() + self._job_timeout
         outcome.started = time.monotonic()
-        with logutils.bind(tenant_id=execution.tenant_id, workflow_id=execution.workflow_id):
+        with logutils.bind(tenant_id=execution.tenant_id, workflow_id=execution.workflow_id), \
+                self._tracing.execution(execution, outcome):
             self._perform(execution, token, outcome)
             if outcome.handed_back:
                 log.info("execution handed back: shutting down")
                 return
+            if outcome.checkpoint_lost:
+                return
             self._finish(execution_id, outcome)
 
     def _perform(self, execution: Execution, token: CancelToken, outcome: Outcome) -> None:
-        """Fill in `outcome` from the workflow's action, attempted as often as the policy allows."""
+        """Fill in `outcome` from the workflow's steps, resuming after those an earlier run settled."""
         try:
-            workflow = until_store_answers(lambda: self._store.get_workflow(None, execution.workflow_id), token,
-                                           operation="workflow read", health=self.health, write=False)
-        except Cancelled as exc:  # shutting down while the store cannot be read
-            self._cancelled(exc.reason, outcome)
-            return
-        if workflow is None:
-            outcome.error = "workflow was deleted"
-            return
-        outcome.action_type = workflow.action_type
-        logutils.add(user_id=workflow.user_id)
-        self._log("execution started", ExecutionStatus.RUNNING, outcome, 0.0)
-        try:
-            token.check()  # cancelled while queued, in this process only: do not start the action
-            connector = connectors.get(workflow.action_type)
-            config = rendering.render_all(workflow.config, rendering.context_for(execution, workflow))
-            response = self._attempts(connector, config, token, outcome)
-            token.check()  # a cancel that lands as the action returns still wins: never a false success
-        except (ValidationFailed, rendering.RenderError) as exc:
-            outcome.error = str(exc)
-        except ActionError as exc:
-            outcome.error = exc.message
-            outcome.result = _result(outcome.attempts, exc.status_code, exc.body, exc.content_type)
+            workflow = self._read(token, "workflow read", lambda: self._store.get_workflow(None, execution.workflow_id))
+            if workflow is None:
+                outcome.error = "workflow was deleted"
+                return
+            outcome.action_type = workflow.steps[0].action_type
+            logutils.add(user_id=workflow.user_id)
+            self._log("execution started", ExecutionStatus.RUNNING, outcome, 0.0)
+            # The last step is recorded with the outcome, so a workflow of one step has no checkpoint to read.
+            settled = self._read(token, "steps read", lambda: self._store.list_steps(None, [execution.id])[
+                execution.id]) if len(workflow.steps) > 1 else []
+            if not self._steps.run(execution, workflow, settled, token, outcome):
+                outcome.checkpoint_lost = True
         except Cancelled as exc:
             self._cancelled(exc.reason, outcome)
-        else:
-            outcome.status = ExecutionStatus.SUCCEEDED
-            outcome.result = _result(outcome.attempts, response.status_code, response.body, response.content_type)
 
-    def _attempts(self, connector: connectors.Connector, config: dict[str, Any], token: CancelToken,
-                  outcome: Outcome) -> ActionResult:
-        while True:
-            outcome.attempts += 1
-            try:
-                return connector.execute(config, self._client, token)
-            except ActionError as exc:
-                token.check()
-                if not exc.retryable or outcome.attempts >= self._retry.max_attempts:
-                    raise
-                delay = self._retry.delay(outcome.attempts, exc.retry_after, self._rand)
-                refusal = wait_too_long(exc, delay, token)
-                if refusal is not None:
-                    raise refusal from exc
-                self._metrics.retries.labels(action_type=outcome.action_type).inc()
-                self._log("execution retried", ExecutionStatus.RUNNING, outcome, 0.0,
-                          error=_clean(exc.message), delay_s=round(delay, 3))
-                self._sleep(token, delay)
+    def _read(self, token: CancelToken, operation: str, read: Callable[[], T]) -> T:
+        """`read()`, retried while the store cannot answer; Cancelled(SHUTDOWN) if the engine stops first."""
+        return until_store_answers(read, token, operation=operation, health=self.health, write=False)
+
+    def _checkpoint(self, execution_id: str, record: StepRecord, token: CancelToken) -> bool:
+        """Commit a step's record before the next step starts, retrying while the store cannot write (the
+        worker waits: the next step must not start before it); False if the execution is no longer
+        running here. Cancelled(SHUTDOWN) if the engine stops first: handed back, to resume at this step."""
+        recorded = until_store_answers(lambda: self._store.record_step(execution_id, owner=self.owner_id,
+                                                                       step=record),
+                                       token, operation="step checkpoint", health=self.health)
+        if not recorded:
+            log.warning("step not recorded: the execution is no longer running here")
+        return recorded
 
     def _cancelled(self, reason: str, outcome: Outcome) -> None:
         if reason == SHUTDOWN:
@@ -228,13 +154,13 @@ class Runner:
 
     def _finish(self, execution_id: str, outcome: Outcome) -> None:
         """Record the outcome, or park it until the store can write (the worker does not wait)."""
-        error = _clean(outcome.error) if outcome.error else None
+        error = clean(outcome.error) if outcome.error else None
         seconds, finished = time.monotonic() - outcome.started, self._clock()
 
         def record() -> bool:
             return self._store.finish_execution(
                 execution_id, owner=self.owner_id, status=outcome.status, attempts=outcome.attempts, now=finished,
-                result=outcome.result, error=error, cancelled_by=outcome.cancelled_by)
+                result=outcome.result, error=error, cancelled_by=outcome.cancelled_by, steps=outcome.steps)
 
         def done(recorded: bool) -> None:
             if not recorded:

@@ -1,4 +1,5 @@
-"""The engine's supervisor thread: job deadlines, cross-process cancels, heartbeats, crash recovery.
+"""The engine's supervisor thread: job deadlines, cross-process cancels, heartbeats, crash recovery,
+and the retention purge (engine/retention.py) one batch per round.
 
 A cancel requested through another gunicorn process is only recorded in the store; polling
 `cancel_requests` here is how it reaches the job. Executions owned by a process that died (no
@@ -21,6 +22,7 @@ from app.store.base import Store, StoreError, WorkerRecord
 
 if TYPE_CHECKING:
     from app.engine.pool import BoundedExecutor
+    from app.engine.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,11 @@ def pid_alive(pid: int) -> bool:
 
 class Supervisor:
     def __init__(self, engine: BoundedExecutor, store: Store, timing: SupervisorTiming, *,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, retention: Retention | None = None):
         """Besides owner_id, running_tokens() and cancel(), the engine gives `health` (its runner's
         StoreHealth, fed the heartbeats' outcomes) and `flush_pending()` (called every tick)."""
         self._engine = engine
+        self._retention = retention
         self._store = store
         self._timing = timing
         self._clock = clock
@@ -93,7 +96,7 @@ class Supervisor:
 
     def tick(self) -> None:
         """One round: record parked outcomes, expire deadlines, deliver store cancels, heartbeat and
-        recover when due."""
+        recover when due, purge."""
         self._engine.flush_pending()
         tokens = self._engine.running_tokens()
         for token in tokens:
@@ -106,6 +109,8 @@ class Supervisor:
             self.heartbeat()
         if now >= self._next_recovery:
             self.recover()
+        if self._retention is not None:
+            self._retention.tick()
 
     def heartbeat(self) -> None:
         """Refresh this process's record; after a failure it is tried again every tick, so that the
