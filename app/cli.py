@@ -16,6 +16,7 @@ from app.models import ExecutionStatus, User, isoformat, new_id, utcnow
 from app.security.apikeys import issue_key
 from app.services import Services
 from app.store import DuplicateError
+from app.worker_command import worker
 
 users = AppGroup("users", help="Manage users.")
 keys = AppGroup("keys", help="Issue and revoke API keys.")
@@ -143,5 +144,5 @@ def send_webhook(workflow_id: str, data: str | None, file, base_url: str, secret
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, users, keys, workflows, executions, webhooks):
+    for command in (init_db, users, keys, workflows, executions, webhooks, worker):
         app.cli.add_command(command)

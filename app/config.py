@@ -18,11 +18,16 @@ DEFAULTS: dict[str, object] = {
     "BREAKER_RESET": 300.0,
     "LOG_LEVEL": "INFO",
     "EXECUTION_RETENTION_DAYS": 30.0,  # finished executions older than this are purged; 0 keeps them
+    # Distributed mode (engine/distributed.py): unset runs executions in the web processes' own pool.
+    "BROKER_URL": "",
+    "GRACEFUL_TIMEOUT": 30,  # seconds a stopping worker process gives running executions (as gunicorn's)
+    "WORKER_METRICS_PORT": 0,  # `worker` serves its processes' metrics on this port; 0: not served
     # Not in the public contract: tuning knobs a user rarely needs, documented in README.
     "HTTP_TIMEOUT": 10.0,  # default per-request timeout of actions, seconds
     "RETRY_BASE_DELAY": 0.5,  # first retry backoff, seconds; doubles per attempt, with jitter
     "RETRY_MAX_DELAY": 30.0,
     "IDEMPOTENCY_TTL": 86400.0,
+    "REQUEUE_AFTER": 10.0,  # seconds an unowned queued execution waits before the sweeper enqueues it again
     # gunicorn.conf.py turns this on for its workers; CLI commands import the same app and must not
     # start a pool that would adopt and run executions.
     "START_ENGINE": False,

@@ -44,6 +44,8 @@ class Metrics:
         self.circuit_state = Gauge("ipaas_circuit_state",
                                    "Circuit per destination host: 0 closed, 1 open, 2 half-open.",
                                    ["host"], registry=r, multiprocess_mode="max")
+        self.backlog = Gauge("ipaas_backlog", "Executions recorded but not started, all processes together "
+                             "(distributed mode).", registry=r, multiprocess_mode="livemostrecent")
         self.rate_limited = Counter("ipaas_rate_limited_total", "Webhooks refused with 429 by the tenant rate limit.",
                                     registry=r)
         self.store_errors = Counter("ipaas_store_errors_total",

@@ -431,6 +431,36 @@ def test_adopt_orphans_without_dead_owners_takes_only_unowned(store, workflow):
     assert [e.id for e in store.adopt_orphans("proc-me", dead_owners=[], limit=10)] == [unowned.id]
 
 
+def test_count_queued_counts_every_queued_execution_whoever_owns_it(store, workflow):
+    assert store.count_queued() == 0
+    make_execution(store, workflow)
+    make_execution(store, workflow, 1, owner="proc-a")
+    make_running(store, workflow, "proc-a", 2)
+    done = make_running(store, workflow, "proc-a", 3)
+    store.finish_execution(done.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(4))
+    assert store.count_queued() == 2
+
+
+def test_queued_unowned_lists_the_oldest_unowned_queued_before_the_cutoff(store, workflow):
+    second = make_execution(store, workflow, 2)
+    first = make_execution(store, workflow, 1)
+    make_execution(store, workflow, 3, owner="proc-a")
+    make_running(store, workflow, "proc-a", 4)
+    released = make_running(store, workflow, "proc-dead", 5)
+    store.release_executions("proc-dead")
+    make_execution(store, workflow, 10)  # not before the cutoff
+
+    assert store.queued_unowned(created_before=at(10), limit=10) == [first.id, second.id, released.id]
+    assert store.queued_unowned(created_before=at(10), limit=2) == [first.id, second.id]
+    assert store.queued_unowned(created_before=at(1), limit=10) == []
+    assert store.get_execution(None, first.id).status is QUEUED  # a read: nothing changed
+
+
+def test_queued_unowned_refuses_a_limit_below_one(store):
+    with pytest.raises(ValueError):
+        store.queued_unowned(created_before=T0, limit=0)
+
+
 def test_purge_deletes_only_old_terminal_executions(store, workflow):
     old_done = make_running(store, workflow, "proc-a", 1)
     store.finish_execution(old_done.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(2))

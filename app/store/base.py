@@ -17,6 +17,9 @@ definition of correct behaviour. Rules shared by all backends:
   alone). An execution's step records (StepRecord, keyed by step name) are written only by its owner
   while it runs (`record_step`, `finish_execution`: the same compare-and-set), or with the execution
   itself (`create_execution`, a replay that resumes); they go when the execution is purged.
+- Distributed mode (engine/distributed.py): web processes record executions with owner None and enqueue
+  them on the broker; any worker may claim them. `count_queued` is the shared backlog and
+  `queued_unowned` what the sweeper re-enqueues when a message was lost (added in wave 2).
 """
 from __future__ import annotations
 
@@ -209,6 +212,14 @@ class Store(ABC):
         under one of `dead_owners`, oldest first: they become queued, owned by `owner`. Return them."""
 
     @abstractmethod
+    def count_queued(self) -> int:
+        """How many executions are queued, all tenants and owners together (the shared backlog)."""
+
+    @abstractmethod
+    def queued_unowned(self, *, created_before: datetime, limit: int) -> list[str]:
+        """Ids of up to `limit` queued executions with no owner created before `created_before`, oldest
+        first (created_at, then id); a read that changes nothing."""
+
     def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
         """Delete terminal executions created before `before`, oldest first, at most `limit` of them
         (None: all); return how many. Small limits keep each transaction, and its write lock, short."""

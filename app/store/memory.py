@@ -367,6 +367,17 @@ class MemoryStore(Store):
             )[:limit]
             return [self._save(replace(e, status=QUEUED, owner=owner, started_at=None)) for e in orphans]
 
+    def count_queued(self) -> int:
+        with self._lock:
+            return sum(1 for e in self._executions.values() if e.status is QUEUED)
+
+    def queued_unowned(self, *, created_before: datetime, limit: int) -> list[str]:
+        check_limit(limit)
+        with self._lock:
+            waiting = sorted((e.created_at, e.id) for e in self._executions.values()
+                             if e.status is QUEUED and e.owner is None and e.created_at < created_before)
+        return [execution_id for _, execution_id in waiting[:limit]]
+
     def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
         if limit is not None:
             check_limit(limit)

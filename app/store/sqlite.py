@@ -414,6 +414,18 @@ class SqliteStore(Store):
         # RETURNING gives no order guarantee.
         return sorted(map(rows.execution_from, self._write(write)), key=lambda e: (e.created_at, e.id))
 
+    def count_queued(self) -> int:
+        return self._db.read("SELECT count(*) AS n FROM executions WHERE status = 'queued'")[0]["n"]
+
+    def queued_unowned(self, *, created_before: datetime, limit: int) -> list[str]:
+        check_limit(limit)
+        found = self._db.read(
+            "SELECT id FROM executions WHERE status = 'queued' AND owner IS NULL AND created_at < ?"
+            " ORDER BY created_at, id LIMIT ?",
+            (to_ts(created_before), limit),
+        )
+        return [row["id"] for row in found]
+
     def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
         if limit is None:
             def write(conn: sqlite3.Connection) -> int:
