@@ -1,10 +1,6 @@
-"""Webhook load and the checks of the real-fault outage tests (a full disk, a database restart).
-
-    with WebhookLoad(server, workflow) as load:
-        load.wait_accepted(50)
-        ... break the store, mend it ...
-    figures = check_outage(server, auth, receiver, load, down_at=..., up_at=...)
-"""
+"""The real-fault outage tests' scenario (a full disk, a database restart): `run_outage` starts the real
+service under gunicorn, drives webhooks (WebhookLoad), breaks the store for `down_for` s, mends it, and
+asserts what must hold (check_outage); it returns the figures for bench/RESULTS.md."""
 from __future__ import annotations
 
 import threading
@@ -13,10 +9,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from tests.receiver import Receiver
+from pathlib import Path
+from typing import Callable
+
+from tests.receiver import Receiver, Reply
 from tests.serverproc import (
     TERMINAL,
     GunicornServer,
+    create_http_workflow,
+    create_user,
     delivery_counts,
     send_webhook,
     wait_for_executions,
@@ -105,14 +106,45 @@ def wait_terminal(server: GunicornServer, auth: Mapping[str, str], ids: list[str
     wait_until(settled, timeout, f"executions not terminal: {waiting}")
 
 
+def run_outage(tmp_path: Path, receiver: Receiver, env: Mapping[str, str], *, down_for: float,
+               break_store: Callable[[], None], mend_store: Callable[[], None],
+               drain_bound: float = DRAIN_BOUND) -> dict[str, Any]:
+    """Two gunicorn processes (4 engine workers each) on `env`'s store, webhooks to a workflow whose
+    receiver answers in 10 ms; after 50 accepted, `break_store()`, `down_for` s, `mend_store()`. Assert
+    that every execution accepted so far is terminal within `drain_bound` s of the mend, then
+    check_outage; return its figures and how long the drain took."""
+    receiver.respond("/hook", Reply(delay=0.01))
+    env = {"IPAAS_ALLOW_PRIVATE_NETWORKS": "true", "IPAAS_WORKERS": "4", "IPAAS_GRACEFUL_TIMEOUT": "5", **env}
+    user = create_user(tmp_path, "ops@example.com", "acme", env=env)
+    with GunicornServer(env, tmp_path, processes=2, threads=8) as server:
+        workflow = create_http_workflow(server, user.auth, receiver.url("/hook"))
+        with WebhookLoad(server, workflow) as load:
+            load.wait_accepted(50)
+            down_at = time.monotonic()
+            break_store()
+            load.wait_readyz(503, after=down_at, timeout=down_for)
+            time.sleep(max(0.0, down_at + down_for - time.monotonic()))  # the outage itself: no event to wait for
+            mend_store()
+            up_at = time.monotonic()
+            before = load.accepted()
+            wait_terminal(server, user.auth, before, timeout=drain_bound)
+            drained_in = time.monotonic() - up_at
+            load.wait_readyz(200, after=up_at, timeout=drain_bound)
+            load.wait_accepted(20, after=up_at)  # and webhooks are accepted again
+        figures = check_outage(server, user.auth, receiver, load, down_at=down_at, up_at=up_at,
+                               drain_bound=drain_bound)
+    return {"accepted_before_recovery": len(before), "drained_in_s": round(drained_in, 2),
+            "drain_bound_s": drain_bound, **figures}
+
+
 def check_outage(server: GunicornServer, auth: Mapping[str, str], receiver: Receiver, load: WebhookLoad, *,
-                 down_at: float, up_at: float) -> dict[str, Any]:
+                 down_at: float, up_at: float, drain_bound: float = DRAIN_BOUND) -> dict[str, Any]:
     """Assert what an outage from `down_at` to `up_at` (time.monotonic()) must leave, once the load has
     stopped: every 202 succeeded, each action received at most once per recorded attempt, 503s with
     Retry-After and no other error, readyz 503 while down and 200 after, no traceback, few error lines.
     Return the figures for a report."""
     accepted = load.accepted()
-    finished = wait_for_executions(server, auth, accepted, timeout=DRAIN_BOUND)
+    finished = wait_for_executions(server, auth, accepted, timeout=drain_bound)
     statuses = Counter(answer.status for answer in load.answers)
     assert set(statuses) <= {202, 503} and statuses[503] > 0, statuses
     assert all(a.retry_after and int(a.retry_after) >= 1 for a in load.answers if a.status == 503)

@@ -12,6 +12,8 @@ import time
 import pytest
 
 from app import create_app, logutils, shutdown_app
+from app.engine import create_worker
+from app.engine.broker import ExecutionQueue
 from app.metrics import Metrics
 from app.models import ExecutionStatus
 from app.store import MemoryStore, StoreError
@@ -321,3 +323,26 @@ def test_a_dashboard_page_refused_during_an_outage_is_one_warning_line(memory, l
         assert (line["level"], line["data"]["error"]) == ("warning", "store unavailable: database is locked")
     finally:
         shutdown_app(app, grace=0)
+
+
+def test_a_distributed_worker_records_a_parked_outcome_once_the_store_is_back(memory, receiver, redis_url):
+    outage = Outage(memory, "finish_execution")
+    bench = Bench(outage.store)
+    metrics = Metrics()
+    worker = create_worker(outage.store, {"BROKER_URL": redis_url, "ALLOW_PRIVATE_NETWORKS": True,
+                                          "SUPERVISOR_TICK": 0.05, "RETRY_BASE_DELAY": 0.01}, metrics, threads=1)
+    queue = ExecutionQueue(redis_url)
+    worker.start()
+    try:
+        execution_id = bench.record(bench.workflow({"url": receiver.url("/ok")}), owner=None)
+        queue.send(execution_id)
+        wait_until(lambda: metrics.registry.get_sample_value("ipaas_outcomes_pending") == 1, 10,
+                   "the outcome was not parked")
+        assert memory.get_execution(None, execution_id).status is RUNNING and worker.busy() == 0
+        outage.end()
+        wait_until(lambda: memory.get_execution(None, execution_id).status is SUCCEEDED, RECOVERY_BOUND,
+                   "the parked outcome was not recorded")
+        assert len(receiver.requests("/ok")) == 1
+    finally:
+        worker.shutdown(grace=0)
+        queue.close()

@@ -1,5 +1,5 @@
 """A real full disk under the real service: the SQLite file on a small private tmpfs, filled for longer
-than the runner's old patience (7.5 s) while senders post webhooks, then freed.
+than the runner's old patience (7.5 s) while senders post webhooks, then freed (tests/outage_load.py).
 
 Mounting needs root (CI runs as root); elsewhere the test is skipped, saying why. The tmpfs is
 unmounted at teardown even when the test fails. Run with -s to see the figures (bench/RESULTS.md)."""
@@ -8,15 +8,13 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.outage_load import DRAIN_BOUND, WebhookLoad, check_outage, wait_terminal
-from tests.receiver import Receiver, Reply, receiver  # noqa: F401 (a fixture)
-from tests.serverproc import GunicornServer, create_http_workflow, create_user
+from tests.outage_load import run_outage
+from tests.receiver import Receiver, receiver  # noqa: F401 (a fixture)
 from tests.services import require
 
 pytestmark = pytest.mark.slow
@@ -58,26 +56,7 @@ def fill(path: Path) -> int:
 
 def test_full_disk_for_longer_than_the_old_patience_loses_nothing_and_recovers_by_itself(
         small_disk: Path, tmp_path: Path, receiver: Receiver):
-    receiver.respond("/hook", Reply(delay=0.01))
-    env = {"IPAAS_DATABASE_URL": f"sqlite:///{small_disk}/ipaas.sqlite3", "IPAAS_ALLOW_PRIVATE_NETWORKS": "true",
-           "IPAAS_WORKERS": "4", "IPAAS_GRACEFUL_TIMEOUT": "5"}
-    user = create_user(tmp_path, "ops@example.com", "acme", env=env)
-    with GunicornServer(env, tmp_path, processes=2, threads=8) as server:
-        workflow = create_http_workflow(server, user.auth, receiver.url("/hook"))
-        with WebhookLoad(server, workflow) as load:
-            load.wait_accepted(50)
-            filler = small_disk / "filler"
-            full_at = time.monotonic()
-            fill(filler)
-            load.wait_readyz(503, after=full_at, timeout=FULL_FOR)
-            time.sleep(max(0.0, full_at + FULL_FOR - time.monotonic()))  # the outage itself: no event to wait for
-            filler.unlink()
-            freed_at = time.monotonic()
-            before = load.accepted()
-            wait_terminal(server, user.auth, before, timeout=DRAIN_BOUND)
-            drained_in = time.monotonic() - freed_at
-            load.wait_readyz(200, after=freed_at, timeout=3)
-            load.wait_accepted(20, after=freed_at)  # and webhooks are accepted again
-        figures = check_outage(server, user.auth, receiver, load, down_at=full_at, up_at=freed_at)
-    print(f"\ndisk full {FULL_FOR:g} s: the {len(before)} executions accepted before it was freed all terminal"
-          f" {drained_in:.2f} s after (bound {DRAIN_BOUND:g} s); {figures}")
+    filler = small_disk / "filler"
+    figures = run_outage(tmp_path, receiver, {"IPAAS_DATABASE_URL": f"sqlite:///{small_disk}/ipaas.sqlite3"},
+                         down_for=FULL_FOR, break_store=lambda: fill(filler), mend_store=filler.unlink)
+    print(f"\ndisk full {FULL_FOR:g} s: {figures}")
