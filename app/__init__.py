@@ -13,6 +13,7 @@ from app.security.keys import load_secret_keys
 from app.security.ratelimit import TenantRateLimiter
 from app.services import Services
 from app.store import Store, create_store
+from app.store.health import StoreHealth
 from app.tracing import Tracing, provider_from_env
 
 if TYPE_CHECKING:
@@ -40,16 +41,17 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     store = store or create_store(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"])
     store.init_schema()
     metrics = Metrics()
+    health = StoreHealth(metrics)
     # Made here, after gunicorn's fork: an exporter's thread would not survive one.
     tracing = Tracing(tracer_provider or provider_from_env())
     tracing.instrument(app)
     if engine is None and app.config["START_ENGINE"]:
         from app.engine import create_engine
 
-        engine = create_engine(store, app.config, metrics, tracing=tracing)
+        engine = create_engine(store, app.config, metrics, tracing=tracing, health=health)
     limiter = TenantRateLimiter(store, rate=app.config["TENANT_RATE"], burst=app.config["TENANT_BURST"])
     app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config,
-                                       rate_limiter=limiter, tracing=tracing)
+                                       rate_limiter=limiter, tracing=tracing, health=health)
     if engine is not None and app.config["START_ENGINE"]:
         engine.start()
 

@@ -48,6 +48,12 @@ class Metrics:
                              "(distributed mode).", registry=r, multiprocess_mode="livemostrecent")
         self.rate_limited = Counter("ipaas_rate_limited_total", "Webhooks refused with 429 by the tenant rate limit.",
                                     registry=r)
+        self.store_errors = Counter("ipaas_store_errors_total",
+                                    "Store calls that failed (StoreError), by what was being done.",
+                                    ["operation"], registry=r)
+        self.outcomes_pending = Gauge("ipaas_outcomes_pending",
+                                      "Executions whose action ran but whose outcome waits for the store.",
+                                      registry=r, multiprocess_mode="livesum")
 
     def render(self) -> bytes:
         """Render every metric, summed over all worker processes when running under gunicorn."""

@@ -15,6 +15,7 @@ from app.models import Execution, ExecutionStatus, Page, Principal, StepRecord, 
 from app.security import apikeys
 from app.security.ratelimit import TenantRateLimiter
 from app.store import Store
+from app.store.health import StoreHealth
 from app.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Services:
     metrics: Metrics
     config: Mapping[str, Any]
     rate_limiter: TenantRateLimiter
+    health: StoreHealth  # whether the store can write, fed by the writes below and by the engine's
     tracing: Tracing = NO_TRACING
 
     # --- workflows ---------------------------------------------------------------------------------
@@ -108,6 +110,7 @@ class Services:
             execution, created = self.store.create_execution(
                 execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"],
                 steps=steps)
+            self.health.written()
             if created:
                 slot.submit(execution.id)
         self._log_ingest(execution, workflow, created=created)

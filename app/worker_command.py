@@ -54,7 +54,7 @@ def _run_one(services: Services, threads: int | None) -> None:
     from app.engine import create_worker
 
     engine = create_worker(services.store, current_app.config, services.metrics, threads=threads,
-                           tracing=services.tracing)
+                           tracing=services.tracing, health=services.health)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -1,12 +1,15 @@
 """Shared fixtures: an app on the memory store (fast) or on a real SQLite file, its client and CLI runner."""
 from __future__ import annotations
 
+import io
+import json
+import logging
 from dataclasses import dataclass
 
 import pytest
 from cryptography.fernet import Fernet
 
-from app import create_app, shutdown_app
+from app import create_app, logutils, shutdown_app
 from app.models import User, new_id, utcnow
 from app.security.apikeys import issue_key
 from app.store import MemoryStore, Store
@@ -63,6 +66,20 @@ def engine_app(store):
                     RETRY_MAX_DELAY=0.05, ENQUEUE_TIMEOUT=0.5)
     yield app
     shutdown_app(app, grace=5)
+
+
+@pytest.fixture
+def log_lines():
+    """Read back, parsed, the JSON lines every logger wrote at INFO and above during the test."""
+    stream = io.StringIO()
+    handler = logutils.json_handler(stream)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    root.removeHandler(handler)
+    root.setLevel(old_level)
 
 
 @pytest.fixture

@@ -1,26 +1,9 @@
 """Cross-cutting HTTP behaviour: JSON errors everywhere, request ids, access logs, CORS, secrets kept out of logs."""
 from __future__ import annotations
 
-import io
 import json
-import logging
 
 import pytest
-
-from app import logutils
-
-
-@pytest.fixture
-def log_lines():
-    stream = io.StringIO()
-    handler = logutils.json_handler(stream)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    root.removeHandler(handler)
-    root.setLevel(old_level)
 
 
 def test_unknown_path_is_json_404(client):

@@ -7,6 +7,8 @@ import math
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from app.api import requestlog
+from app.api.auth import services
 from app.errors import AppError, Unauthorized
 from app.store import StoreError
 
@@ -23,6 +25,13 @@ def error_response(status: int, code: str, message: str, *, field: str | None = 
     if retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
+
+
+def store_unavailable(error: StoreError) -> None:
+    """Note a request refused because the store failed: counted, fed to the store's health, and told
+    by the request's one access line (a warning with the reason), not by a traceback."""
+    services().health.failed("request", error)
+    requestlog.refused_because(f"store unavailable: {error}")
 
 
 def init_app(app: Flask) -> None:
@@ -44,7 +53,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):
-        log.error("store unavailable", extra={"data": {"error": str(error)}})
+        store_unavailable(error)
         return error_response(503, "store_unavailable", "the database is unavailable, try again", retry_after=5)
 
     @app.errorhandler(Exception)

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 
 from app.api.auth import services
 from app.metrics import CONTENT_TYPE
+from app.models import utcnow
 from app.store import StoreError
 
 bp = Blueprint("ops", __name__)
@@ -27,6 +28,11 @@ def readyz():
         svc.store.ping()
     except StoreError as error:
         checks["store"] = f"unreachable: {error}"
+    else:
+        # A full disk still reads: ask whether writes succeed (store/health.py: no write per probe).
+        problem = svc.health.check(lambda: svc.store.probe_write(now=utcnow()))
+        if problem is not None:
+            checks["store"] = f"cannot write: {problem}"
     if svc.engine is None:
         checks["engine"] = "not running in this process"
     else:

@@ -1,4 +1,6 @@
-"""A request id on every request (an incoming X-Request-ID is kept) and one JSON access line each."""
+"""A request id on every request (an incoming X-Request-ID is kept) and one JSON access line each:
+at info, or at warning with data.error when the request was refused for a reason an operator
+should see (the store unavailable), so that such a refusal is one line, not two or a traceback."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +16,11 @@ log = logging.getLogger("ipaas.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def refused_because(reason: str) -> None:
+    """Make this request's access line a warning that gives `reason`."""
+    g.refused_because = " ".join(reason.split())
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def start() -> None:
@@ -27,8 +34,13 @@ def init_app(app: Flask) -> None:
     def finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         duration_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
-        log.info("request", extra={"data": {"method": request.method, "path": request.path,
-                                            "status": response.status_code, "duration_ms": duration_ms}})
+        data = {"method": request.method, "path": request.path, "status": response.status_code,
+                "duration_ms": duration_ms}
+        reason = g.get("refused_because")
+        if reason is None:
+            log.info("request", extra={"data": data})
+        else:
+            log.warning("request", extra={"data": {**data, "error": reason}})
         return response
 
     @app.teardown_request

@@ -20,6 +20,7 @@ from app.models import new_id, utcnow
 from app.security.breaker import HostBreakers
 from app.security.ssrf import AddressPolicy
 from app.store.base import Store
+from app.store.health import StoreHealth
 from app.tracing import NO_TRACING, Tracing
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _runner(store: Store, settings: Mapping[str, Any], metrics: Metrics, *, threads: int,
             manager_factory: Callable[[int], PoolManager] | None, clock: Callable[[], datetime],
-            sleep: Sleep | None, tracing: Tracing) -> tuple[Runner, HttpClient]:
+            sleep: Sleep | None, tracing: Tracing, health: StoreHealth | None) -> tuple[Runner, HttpClient]:
     breakers = HostBreakers(metrics, fail_max=settings["BREAKER_FAILURES"], reset_timeout=settings["BREAKER_RESET"],
                             clock=clock)
     client = HttpClient(policy=AddressPolicy(allow_private=settings["ALLOW_PRIVATE_NETWORKS"]), breakers=breakers,
@@ -49,7 +50,7 @@ def _runner(store: Store, settings: Mapping[str, Any], metrics: Metrics, *, thre
     retry = RetryPolicy(max_attempts=max(1, settings["MAX_ATTEMPTS"]), base_delay=settings["RETRY_BASE_DELAY"],
                         max_delay=settings["RETRY_MAX_DELAY"])
     runner = Runner(store, metrics, client, owner_id=new_id("wrk"), job_timeout=settings["JOB_TIMEOUT"],
-                    retry=retry, clock=clock, sleep=sleep or CancelToken.wait, tracing=tracing)
+                    retry=retry, clock=clock, sleep=sleep or CancelToken.wait, tracing=tracing, health=health)
     return runner, client
 
 
@@ -63,7 +64,7 @@ def _timing(settings: Mapping[str, Any], defaults: SupervisorTiming) -> Supervis
 def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
                   manager_factory: Callable[[int], PoolManager] | None = None,
                   clock: Callable[[], datetime] | None = None, sleep: Sleep | None = None,
-                  tracing: Tracing = NO_TRACING) -> Engine:
+                  tracing: Tracing = NO_TRACING, health: StoreHealth | None = None) -> Engine:
     """Build (not start) the engine of a web process.
 
     With BROKER_URL: a DistributedEngine that records and enqueues (QUEUE_SIZE bounds the shared backlog).
@@ -74,7 +75,8 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
 
     `manager_factory(maxsize)` replaces the guarded urllib3 PoolManager (engine/guarded.py: the SSRF guard
     lives in its connections; maxsize is WORKERS), `clock` the UTC clock used for store timestamps,
-    `sleep(token, seconds)` the retry backoff wait, `tracing` the app's spans (app/tracing.py)."""
+    `sleep(token, seconds)` the retry backoff wait, `tracing` the app's spans (app/tracing.py), `health`
+    the process's store-health tracker (a new one if None)."""
     settings = _settings(config)
     if settings["BROKER_URL"]:
         from app.engine.broker import ExecutionQueue
@@ -84,7 +86,7 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
                                  queue_size=settings["QUEUE_SIZE"])
     clock = clock or utcnow
     runner, client = _runner(store, settings, metrics, threads=settings["WORKERS"], manager_factory=manager_factory,
-                             clock=clock, sleep=sleep, tracing=tracing)
+                             clock=clock, sleep=sleep, tracing=tracing, health=health)
     return BoundedExecutor(store, metrics, runner, client, workers=settings["WORKERS"],
                            queue_size=settings["QUEUE_SIZE"], timing=_timing(settings, SupervisorTiming()),
                            clock=clock, retention=_retention(store, settings, clock))
@@ -98,7 +100,7 @@ def _retention(store: Store, settings: Mapping[str, Any], clock: Callable[[], da
 def create_worker(store: Store, config: Mapping[str, Any], metrics: Metrics, *, threads: int | None = None,
                   manager_factory: Callable[[int], PoolManager] | None = None,
                   clock: Callable[[], datetime] | None = None, sleep: Sleep | None = None,
-                  tracing: Tracing = NO_TRACING) -> ExecutionWorker:
+                  tracing: Tracing = NO_TRACING, health: StoreHealth | None = None) -> ExecutionWorker:
     """Build (not start) a distributed worker: `threads` (default WORKERS) executions at once, from the
     queue at BROKER_URL (ValueError without one), swept per REQUEUE_AFTER; the other settings and
     arguments as for create_engine, with WORKER_TIMING's heartbeat defaults."""
@@ -112,7 +114,7 @@ def create_worker(store: Store, config: Mapping[str, Any], metrics: Metrics, *, 
     threads = threads or settings["WORKERS"]
     clock = clock or utcnow
     runner, client = _runner(store, settings, metrics, threads=threads, manager_factory=manager_factory,
-                             clock=clock, sleep=sleep, tracing=tracing)
+                             clock=clock, sleep=sleep, tracing=tracing, health=health)
     queue = ExecutionQueue(settings["BROKER_URL"])
     timing = _timing(settings, WORKER_TIMING)
     sweeper = Sweeper(store, queue, holder=runner.owner_id, requeue_after=settings["REQUEUE_AFTER"],

@@ -21,7 +21,7 @@ from app.engine.supervisor import Supervisor, SupervisorTiming
 from app.errors import QueueFull, Unavailable
 from app.metrics import Metrics
 from app.models import utcnow
-from app.store.base import Store
+from app.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class BoundedExecutor(Engine):
         self._queued = self._busy = self._dropped = 0
         self._closed = False  # no new slots
         self._stopped = False  # no new jobs: the pool is shutting down
+        self.health = runner.health  # the store's health as this process sees it (supervisor, readyz)
         self._supervisor = Supervisor(self, store, timing or SupervisorTiming(), clock=clock, retention=retention)
 
     # --- admission ---------------------------------------------------------------------------------
@@ -159,6 +160,10 @@ class BoundedExecutor(Engine):
             job = self._jobs.get(execution_id)
         return job is None or job.done.wait(timeout)
 
+    def flush_pending(self) -> int:
+        """Record the outcomes the runner parked during a store outage (the supervisor's every tick)."""
+        return self._runner.flush_pending()
+
     def running_tokens(self) -> list[CancelToken]:
         """Tokens of the jobs a worker is running (the supervisor expires their deadlines)."""
         with self._lock:
@@ -194,8 +199,24 @@ class BoundedExecutor(Engine):
             self._stopped = True
         self._pool.shutdown(wait=True)
         self._supervisor.stop()
-        released = self._store.release_executions(self.owner_id)
-        self._store.remove_worker(self.owner_id)
+        released = self._hand_back(deadline)
         self._client.close()
         self._store.close()  # also reaps the connections of the worker threads, which have ended
         log.info("engine stopped", extra={"data": {"handed_back": released, "owner": self.owner_id}})
+
+    def _hand_back(self, deadline: float) -> int | None:
+        """Record parked outcomes within the grace, then hand every unfinished execution back. If the
+        store cannot take them, leave everything under this owner, registered: the next process adopts
+        it once this one is gone (a parked action then runs again: at-least-once). None if so."""
+        if self._runner.flush_until(deadline):
+            log.warning("engine stopping with outcomes not recorded: left running under this process",
+                        extra={"data": {"pending": self._runner.pending, "error": self.health.problem}})
+            return None
+        try:
+            released = self._store.release_executions(self.owner_id)
+            self._store.remove_worker(self.owner_id)  # only once nothing is left under it
+        except StoreError as error:
+            log.warning("engine stopping without handing back: store unavailable",
+                        extra={"data": {"error": str(error)}})
+            return None
+        return released

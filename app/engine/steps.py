@@ -54,7 +54,8 @@ class Outcome:
     cancelled_by: str | None = None
     action_type: str = "unknown"
     handed_back: bool = False  # cancelled by shutdown: left unfinished, to run again after restart
-    checkpoint_lost: bool = False  # a step's record could not be committed: stopped before the next step
+    checkpoint_lost: bool = False  # a step's record was refused (no longer running here): stopped there
+    started: float = field(default_factory=time.monotonic)  # reset once claimed: a claim may wait for the store
     steps: list[StepRecord] = field(default_factory=list)  # records to write with the outcome
 
 
@@ -135,11 +136,14 @@ def unsettled(steps: tuple[Step, ...], start: int, status: StepStatus) -> list[S
 
 
 class StepRunner:
-    """Runs the unsettled steps of one execution; the runner passes `checkpoint(execution_id, record)`,
-    which commits a step's record (True) or says it could not (False: the next step must not start)."""
+    """Runs the unsettled steps of one execution; the runner passes `checkpoint(execution_id, record, token)`,
+    which commits a step's record (True), waiting for the store if it must, or says the execution is no
+    longer running here (False: the next step must not start); Cancelled(SHUTDOWN) if the engine stops
+    while it waits."""
 
     def __init__(self, metrics: Metrics, client: HttpClient, *, retry: RetryPolicy, clock: Callable[[], datetime],
-                 sleep: Sleep, rand: Callable[[], float], checkpoint: Callable[[str, StepRecord], bool],
+                 sleep: Sleep, rand: Callable[[], float],
+                 checkpoint: Callable[[str, StepRecord, CancelToken], bool],
                  log_event: Callable[..., None], tracing: Tracing = NO_TRACING):
         self._metrics = metrics
         self._tracing = tracing
@@ -154,8 +158,9 @@ class StepRunner:
     def run(self, execution: Execution, workflow: Workflow, settled: list[StepRecord], token: CancelToken,
             outcome: Outcome) -> bool:
         """Fill `outcome` by running the steps after the settled ones (records of an earlier run, in order).
-        Return False if a checkpoint was not recorded: the run stops there, unfinished. Cancelled is raised
-        after the records of the cancelled step and the rest are put in the outcome (none for shutdown)."""
+        Return False if a checkpoint was refused (the execution no longer runs here): the run stops there,
+        unfinished. Cancelled is raised after the records of the cancelled step and the rest are put in the
+        outcome (none for shutdown, which may also come while a checkpoint waits for the store)."""
         steps = workflow.steps
         context = rendering.context_for(execution, workflow)
         context["steps"] = seen = {}
@@ -189,7 +194,7 @@ class StepRunner:
                 outcome.status = ExecutionStatus.SUCCEEDED
                 outcome.steps = [] if len(steps) == 1 and record.status is SUCCEEDED else [record]
                 return True
-            if not self._checkpoint(execution.id, record):
+            if not self._checkpoint(execution.id, record, token):
                 return False
         outcome.status = ExecutionStatus.SUCCEEDED  # every step had settled in an earlier run
         return True

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Protocol
 
+from app import logutils
 from app.engine.cancel import CancelToken
 from app.models import utcnow
-from app.store.base import Store, WorkerRecord
+from app.store.base import Store, StoreError, WorkerRecord
+from app.store.health import StoreHealth
 
 if TYPE_CHECKING:
     from app.engine.pool import BoundedExecutor
@@ -60,10 +62,14 @@ class Supervised(Protocol):
     """What the supervisor needs of an engine (recovery aside)."""
 
     owner_id: str
+    health: StoreHealth  # its runner's: fed the heartbeats' outcomes
 
     def running_tokens(self) -> list[CancelToken]: ...
 
     def cancel(self, execution_id: str, reason: str) -> bool: ...
+
+    def flush_pending(self) -> int:
+        """Record the outcomes its runner parked during a store outage (Runner.flush_pending)."""
 
 
 class Supervisor:
@@ -96,13 +102,19 @@ class Supervisor:
         while not self._stop.wait(self._timing.tick):
             try:
                 self.tick()
-            # The supervisor must outlive any one failure (the store briefly down, say): log, go on.
+            # The supervisor must outlive any one failure: log, go on. A store outage repeats the
+            # same error every tick, so it gets one summarised line, not a traceback per round.
+            except StoreError as error:
+                log.warning("supervisor round failed: store unavailable",
+                            extra=logutils.repeated(str(error), error=str(error)))
             except Exception:
                 log.exception("supervisor round failed")
         self._store.close()  # this thread's connection
 
     def tick(self) -> None:
-        """One round: expire deadlines, deliver store cancels, heartbeat and recover when due, purge."""
+        """One round: record parked outcomes, expire deadlines, deliver store cancels, heartbeat and
+        recover when due, purge."""
+        self._engine.flush_pending()
         tokens = self._engine.running_tokens()
         for token in tokens:
             token.expire()  # shuts down its sockets, so even a job blocked in a read times out
@@ -118,7 +130,14 @@ class Supervisor:
             self._retention.tick()
 
     def heartbeat(self) -> None:
-        self._store.heartbeat(WorkerRecord(self._engine.owner_id, self._host, os.getpid(), self._clock()))
+        """Refresh this process's record; after a failure it is tried again every tick, so that the
+        others do not take this live process for dead once the store is back."""
+        try:
+            self._store.heartbeat(WorkerRecord(self._engine.owner_id, self._host, os.getpid(), self._clock()))
+        except StoreError as error:
+            self._engine.health.failed("heartbeat", error)
+            raise
+        self._engine.health.written()
         self._next_heartbeat = time.monotonic() + self._timing.heartbeat_every
 
     def _dead(self, worker: WorkerRecord, now: datetime) -> bool:

@@ -12,12 +12,15 @@ and sweeps; a cancel published by a web process reaches the job at once through 
 
 Shutdown (SIGTERM): take no more messages, give running executions `grace` seconds, then cancel them
 with SHUTDOWN; the Runner leaves them unfinished, they go back to queued with no owner
-(`release_executions`) and are enqueued again for another worker. Messages fetched but not started are
+(`release_executions`) and are enqueued again for another worker. Outcomes the Runner parked during a
+store outage are recorded every supervisor tick and, at shutdown, within the grace; if some cannot be,
+nothing is handed back: the sweeper of another worker releases them once this one's heartbeat is stale. Messages fetched but not started are
 put back on the queue by Dramatiq's `Worker.stop`."""
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import Callable
 
@@ -46,6 +49,7 @@ class ExecutionWorker:
                  *, threads: int, timing: SupervisorTiming, sweeper: Sweeper,
                  clock: Callable[[], datetime] = utcnow, retention: Retention | None = None):
         self.owner_id = runner.owner_id
+        self.health = runner.health  # the store's health as this process sees it (the supervisor feeds it)
         self.threads = threads
         self._store = store
         self._metrics = metrics
@@ -94,6 +98,10 @@ class ExecutionWorker:
             token = self._jobs.get(execution_id)
         return token is not None and token.cancel(reason)
 
+    def flush_pending(self) -> int:
+        """Record the outcomes the runner parked during a store outage (the supervisor's every tick)."""
+        return self._runner.flush_pending()
+
     def busy(self) -> int:
         with self._cond:
             return len(self._jobs)
@@ -107,6 +115,7 @@ class ExecutionWorker:
 
     def shutdown(self, grace: float) -> None:
         """Stop taking messages, let running executions finish for up to `grace` s, hand back the rest."""
+        deadline = time.monotonic() + max(0.0, grace)
         with self._cond:
             if self._closing:
                 return
@@ -124,12 +133,17 @@ class ExecutionWorker:
         self._supervisor.stop()
         with self._cond:
             handed_back = list(self._handed_back)
-        try:
-            self._store.release_executions(self.owner_id)
-            self._store.remove_worker(self.owner_id)
-        except StoreError:
-            log.warning("executions not handed back: the store is unavailable; the sweeper of another "
-                        "worker releases them once this process's heartbeat is stale")
+        if self._runner.flush_until(deadline):
+            log.warning("executions not handed back: outcomes not recorded, the store is unavailable; the "
+                        "sweeper of another worker releases them once this process's heartbeat is stale",
+                        extra={"data": {"pending": self._runner.pending, "error": self.health.problem}})
+        else:
+            try:
+                self._store.release_executions(self.owner_id)
+                self._store.remove_worker(self.owner_id)
+            except StoreError:
+                log.warning("executions not handed back: the store is unavailable; the sweeper of another "
+                            "worker releases them once this process's heartbeat is stale")
         self._enqueue_again(handed_back)
         self._client.close()
         self._queue.close()

@@ -36,6 +36,7 @@ from collections import deque
 from contextlib import contextmanager
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from app import logutils
 from app.store._sqlite_db import translated_errors
 from app.store.base import StoreError
 
@@ -158,7 +159,9 @@ class GroupCommitter:
         except BaseException as exc:  # every caller must be answered, whatever went wrong
             self._counts["failed_commits"] += 1
             if isinstance(exc, (StoreError, _TransactionLost)):
-                log.warning("a batch of %d writes was not committed: %s", len(batch), exc)
+                # An outage fails every batch: one summarised line per error (logutils.RepeatFilter).
+                log.warning("a batch of writes was not committed: %s", exc,
+                            extra=logutils.repeated(str(exc), writes=len(batch)))
             else:
                 log.exception("a batch of %d writes was not committed", len(batch))
             self._roll_back()

@@ -65,6 +65,12 @@ class Store(ABC):
         """Release every resource at process exit; the default is close()."""
         self.close()
 
+    def probe_write(self, *, now: datetime) -> None:
+        """Commit a trivial write or raise StoreError: readiness asks whether the store can write (a
+        full disk still reads). The default refills a private token bucket, a one-row upsert in every
+        backend; a backend may override it with something cheaper."""
+        self.take_tokens("ipaas:write-probe", want=1, rate=1e6, burst=1e6, now=now)
+
     # --- tenants, users, API keys ------------------------------------------------------------------
     @abstractmethod
     def ensure_tenant(self, name: str, *, tenant_id: str, now: datetime) -> Tenant:

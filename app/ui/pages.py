@@ -1,17 +1,14 @@
 """What every dashboard view shares: the caller's principal, Services, page-or-partial rendering, error pages."""
 from __future__ import annotations
 
-import logging
-
 from flask import Response, current_app, g, make_response, render_template, request
 
+from app.api.errors import store_unavailable
 from app.errors import AppError
 from app.models import Principal
 from app.services import Services
 from app.store import StoreError
 from app.ui import bp
-
-log = logging.getLogger(__name__)
 
 
 def services() -> Services:
@@ -47,5 +44,5 @@ def app_error(error: AppError) -> Response:
 
 @bp.errorhandler(StoreError)
 def store_error(error: StoreError) -> Response:
-    log.error("store unavailable", extra={"data": {"error": str(error)}})
+    store_unavailable(error)
     return error_page(503, "Database unavailable", "The database did not answer. Try again in a few seconds.")
