@@ -1,6 +1,7 @@
 """The composition root: every shared object (store, engine, metrics) is built here, per app."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask
@@ -9,10 +10,14 @@ from app import logutils
 from app.config import DEFAULTS, coerce
 from app.engine.base import Engine
 from app.metrics import Metrics
+from app.engine.scheduler import Scheduler, offset_clock
+from app.security.crypto import SecretBox, UndecryptableSecret
 from app.security.keys import load_secret_keys
 from app.security.ratelimit import TenantRateLimiter
 from app.services import Services
 from app.store import Store, create_store
+
+log = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None = None,
@@ -33,6 +38,8 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
 
     store = store or create_store(app.config["DATABASE_URL"])
     store.init_schema()
+    box = SecretBox(app.config["SECRET_KEYS"])
+    _upgrade_secrets(store, box)
     metrics = Metrics()
     if engine is None and app.config["START_ENGINE"]:
         from app.engine import create_engine
@@ -40,9 +47,13 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
         engine = create_engine(store, app.config, metrics)
     limiter = TenantRateLimiter(store, rate=app.config["TENANT_RATE"], burst=app.config["TENANT_BURST"])
     app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config,
-                                       rate_limiter=limiter)
+                                       rate_limiter=limiter, box=box)
     if engine is not None and app.config["START_ENGINE"]:
         engine.start()
+        scheduler = Scheduler(store, engine, tick=app.config["SCHEDULER_TICK"],
+                              clock=offset_clock(app.config["SCHEDULER_CLOCK_OFFSET"]))
+        app.extensions["ipaas.scheduler"] = scheduler
+        scheduler.start()
 
     from app import cli
     from app.api import register_api
@@ -52,8 +63,21 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     return app
 
 
+def _upgrade_secrets(store: Store, box: SecretBox) -> None:
+    """Encrypt the workflow secrets stored before encryption existed, and check that every stored secret
+    decrypts: a start with the wrong IPAAS_SECRET_KEY fails here, before anything is written."""
+    try:
+        upgraded = store.rewrite_secrets(box.upgrade)
+    except UndecryptableSecret as exc:
+        raise RuntimeError(str(exc)) from None
+    if upgraded:
+        log.warning("encrypted workflow secrets stored as plaintext", extra={"data": {"count": upgraded}})
+
+
 def shutdown_app(app: Flask, grace: float) -> None:
-    """Stop the app's engine (finishing or handing back its executions) and shut the store down."""
+    """Stop the app's scheduler and engine (finishing or handing back its executions) and shut the store down."""
+    if (scheduler := app.extensions.get("ipaas.scheduler")) is not None:
+        scheduler.stop()
     services: Services = app.extensions["ipaas"]
     if services.engine is not None:
         services.engine.shutdown(grace)

@@ -45,6 +45,7 @@ class ExecutionStatus(str, Enum):
 class TriggerType(str, Enum):
     WEBHOOK = "webhook"
     MANUAL = "manual"
+    SCHEDULE = "schedule"
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,22 @@ class Workflow:
     enabled: bool
     created_at: datetime
     updated_at: datetime
-    secret: str | None = None
+    secret: str | None = None  # as stored: a Fernet token (security/crypto.py), never the plaintext
+    schedule: dict[str, str] | None = None  # {"cron", "timezone"} when trigger_type is "schedule"
+    credential_id: str | None = None  # the credential the action uses (a one-step workflow)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A tenant's secret for connectors; `encrypted_data` is the Fernet token of its JSON `data`."""
+
+    id: str
+    tenant_id: str
+    name: str
+    type: str
+    encrypted_data: str
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True)

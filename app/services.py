@@ -7,12 +7,14 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
-from app import logutils, validation
+from app import logutils, schedules, validation
 from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
+from app.security.crypto import SecretBox
 from app.security.ratelimit import TenantRateLimiter
+from app.services_credentials import CredentialsMixin
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -20,23 +22,28 @@ WAIT_POLL_SECONDS = 0.2
 
 
 @dataclass
-class Services:
+class Services(CredentialsMixin):
     store: Store
     engine: Engine | None
     metrics: Metrics
     config: Mapping[str, Any]
     rate_limiter: TenantRateLimiter
+    box: SecretBox
 
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
         fields = validation.workflow_fields(body, partial=False)
         validation.check_action(fields["action_type"], fields["config"])
         now = utcnow()
+        secret = fields.get("secret")
         workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
                             name=fields["name"], trigger_type=fields["trigger_type"],
                             action_type=fields["action_type"], config=fields["config"],
-                            enabled=fields.get("enabled", True), secret=fields.get("secret"),
-                            created_at=now, updated_at=now)
+                            enabled=fields.get("enabled", True), secret=secret and self.box.encrypt(secret),
+                            created_at=now, updated_at=now, credential_id=fields.get("credential_id"),
+                            schedule=schedules.stamp(None, fields.get("schedule"), enabled=True, now=now))
+        validation.check_trigger(workflow.trigger_type, workflow.schedule)
+        self.check_credential(workflow)
         return self.store.create_workflow(workflow)
 
     def get_workflow(self, principal: Principal, workflow_id: str) -> Workflow:
@@ -53,9 +60,18 @@ class Services:
         fields = validation.workflow_fields(body, partial=partial)
         current = self.get_workflow(principal, workflow_id)
         if not partial:
-            fields.setdefault("enabled", True)
-        updated = replace(current, **fields, updated_at=utcnow())
+            fields = {"enabled": True, "schedule": None, "credential_id": None, **fields}
+        elif fields.get("trigger_type", "schedule") != "schedule":
+            fields.setdefault("schedule", None)  # a PATCH away from schedule drops it
+        if fields.get("secret") is not None:
+            fields["secret"] = self.box.encrypt(fields["secret"])
+        now = utcnow()
+        updated = replace(current, **fields, updated_at=now)
+        updated = replace(updated, schedule=schedules.stamp(current, updated.schedule, enabled=updated.enabled,
+                                                             now=now))
         validation.check_action(updated.action_type, updated.config)
+        validation.check_trigger(updated.trigger_type, updated.schedule)
+        self.check_credential(updated)
         stored = self.store.update_workflow(updated)
         if stored is None:
             raise NotFound(f"no workflow {workflow_id!r}")

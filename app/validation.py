@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import connectors
+from app import connectors, schedules
 from app.errors import BadRequest, ValidationFailed
 from app.models import ExecutionStatus, TriggerType
 
 NAME_MAX = 200
 SECRET_MAX = 512
-WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "enabled", "secret"}
+WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "enabled", "secret", "schedule", "credential_id"}
 # Clients often GET a workflow, edit it and PUT it back: fields the server owns are ignored, not refused.
-READ_ONLY_FIELDS = {"id", "created_at", "updated_at", "webhook_url", "has_secret"}
+READ_ONLY_FIELDS = {"id", "created_at", "updated_at", "webhook_url", "has_secret", "next_run_at"}
 LIMIT_MAX = 200
 
 
@@ -44,7 +44,19 @@ def workflow_fields(body: Any, *, partial: bool) -> dict[str, Any]:
         raise ValidationFailed("action_type must be a string", field="action_type")
     if "config" in fields and not isinstance(fields["config"], dict):
         raise ValidationFailed("config must be a JSON object", field="config")
+    if fields.get("schedule") is not None:
+        fields["schedule"] = schedules.parse(fields["schedule"]).as_json()
+    if fields.get("credential_id") is not None and not isinstance(fields["credential_id"], str):
+        raise ValidationFailed("credential_id must be a string or null", field="credential_id")
     return fields
+
+
+def check_trigger(trigger_type: str, schedule: dict[str, Any] | None) -> None:
+    """A schedule goes with trigger_type schedule, and only with it."""
+    if trigger_type == TriggerType.SCHEDULE.value and schedule is None:
+        raise ValidationFailed("schedule is required when trigger_type is schedule", field="schedule")
+    if trigger_type != TriggerType.SCHEDULE.value and schedule is not None:
+        raise ValidationFailed(f"schedule is only for trigger_type schedule, not {trigger_type}", field="schedule")
 
 
 def check_action(action_type: str, config: dict[str, Any]) -> None:

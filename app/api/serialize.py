@@ -5,7 +5,8 @@ from typing import Any, Callable, TypeVar
 
 from flask import url_for
 
-from app.models import Execution, Page, Workflow, isoformat
+from app import schedules
+from app.models import Credential, Execution, Page, Workflow, isoformat, utcnow
 
 T = TypeVar("T")
 
@@ -24,7 +25,17 @@ def workflow_json(workflow: Workflow) -> dict[str, Any]:
     }
     if workflow.trigger_type == "webhook":
         body["webhook_url"] = url_for("webhooks.receive", workflow_id=workflow.id, _external=True)
+    body["credential_id"] = workflow.credential_id
+    if workflow.schedule is not None:
+        body["schedule"] = schedules.public(workflow.schedule)
+        body["next_run_at"] = isoformat(schedules.next_run_at(workflow, utcnow()))
     return body
+
+
+def credential_json(credential: Credential) -> dict[str, Any]:
+    """A credential as the API shows it: never its data."""
+    return {"id": credential.id, "name": credential.name, "type": credential.type,
+            "created_at": isoformat(credential.created_at), "updated_at": isoformat(credential.updated_at)}
 
 
 def execution_json(execution: Execution) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def receive(workflow_id: str):
     logutils.add(tenant_id=workflow.tenant_id, workflow_id=workflow.id)
     raw = request.get_data(cache=True)
     if workflow.secret is not None:
-        _verify(workflow.secret, raw)
+        _verify(svc.reveal_secret(workflow), raw)
     payload = webhook_payload(raw)
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
                                     headers=redact_headers(dict(request.headers)),

@@ -9,6 +9,7 @@ from urllib3 import PoolManager
 from app.config import DEFAULTS, coerce
 from app.engine.base import Engine, EngineStats
 from app.engine.cancel import CancelToken
+from app.engine.credentials import CredentialResolver
 from app.engine.http import HttpClient
 from app.engine.pool import BoundedExecutor
 from app.engine.runner import RetryPolicy, Runner, Sleep
@@ -16,6 +17,7 @@ from app.engine.supervisor import SupervisorTiming
 from app.metrics import Metrics
 from app.models import new_id, utcnow
 from app.security.breaker import HostBreakers
+from app.security.crypto import SecretBox
 from app.security.ssrf import AddressPolicy
 from app.store.base import Store
 
@@ -27,7 +29,7 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
                   clock: Callable[[], datetime] | None = None, sleep: Sleep | None = None) -> Engine:
     """Build (not start) a BoundedExecutor from WORKERS, QUEUE_SIZE, JOB_TIMEOUT, MAX_ATTEMPTS,
     HTTP_TIMEOUT, RETRY_BASE_DELAY, RETRY_MAX_DELAY, ALLOW_PRIVATE_NETWORKS, BREAKER_FAILURES,
-    BREAKER_RESET, and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER, RECOVER_INTERVAL.
+    BREAKER_RESET, SECRET_KEYS (to decrypt credentials), and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER, RECOVER_INTERVAL.
 
     `manager_factory(maxsize)` replaces the guarded urllib3 PoolManager (engine/guarded.py: the SSRF guard
     lives in its connections; maxsize is WORKERS), `clock` the UTC clock used for store timestamps,
@@ -42,8 +44,9 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
                         manager_factory=manager_factory)
     retry = RetryPolicy(max_attempts=max(1, settings["MAX_ATTEMPTS"]), base_delay=settings["RETRY_BASE_DELAY"],
                         max_delay=settings["RETRY_MAX_DELAY"])
+    credentials = CredentialResolver(store, SecretBox(settings["SECRET_KEYS"]))
     runner = Runner(store, metrics, client, owner_id=new_id("wrk"), job_timeout=settings["JOB_TIMEOUT"],
-                    retry=retry, clock=clock, sleep=sleep or CancelToken.wait)
+                    retry=retry, credentials=credentials, clock=clock, sleep=sleep or CancelToken.wait)
     defaults = SupervisorTiming()
     timing = SupervisorTiming(tick=float(settings.get("SUPERVISOR_TICK", defaults.tick)),
                               heartbeat_every=float(settings.get("HEARTBEAT_INTERVAL", defaults.heartbeat_every)),

@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any, Callable, TypeVar
 
 from app import connectors, logutils, rendering
-from app.connectors import ActionError, ActionResult
+from app.connectors import ActionError, ActionResult, Credential
+from app.engine.credentials import CredentialResolver, MissingCredential, scrub, scrub_outcome
 from app.engine.cancel import SHUTDOWN, TIMEOUT, Cancelled, CancelToken
 from app.engine.http import HttpClient
 from app.errors import ValidationFailed
@@ -87,10 +88,11 @@ def _result(attempts: int, status_code: int | None, body: str | None) -> dict[st
 
 class Runner:
     def __init__(self, store: Store, metrics: Metrics, client: HttpClient, *, owner_id: str, job_timeout: float,
-                 retry: RetryPolicy, clock: Callable[[], datetime] = utcnow, sleep: Sleep = CancelToken.wait,
-                 rand: Callable[[], float] = random.random):
+                 retry: RetryPolicy, credentials: CredentialResolver, clock: Callable[[], datetime] = utcnow,
+                 sleep: Sleep = CancelToken.wait, rand: Callable[[], float] = random.random):
         self.owner_id = owner_id
         self._store = store
+        self._credentials = credentials
         self._metrics = metrics
         self._client = client
         self._job_timeout = job_timeout
@@ -142,13 +144,15 @@ class Runner:
         outcome.action_type = workflow.action_type
         logutils.add(user_id=workflow.user_id)
         self._log("execution started", ExecutionStatus.RUNNING, outcome, 0.0)
+        credential: Credential | None = None
         try:
             token.check()  # cancelled while queued, in this process only: do not start the action
             connector = connectors.get(workflow.action_type)
+            credential = self._credentials.resolve(execution.tenant_id, workflow.credential_id)
             config = rendering.render_all(workflow.config, rendering.context_for(execution, workflow))
-            response = self._attempts(connector, config, token, outcome)
+            response = self._attempts(connector, config, token, outcome, credential)
             token.check()  # a cancel that lands as the action returns still wins: never a false success
-        except (ValidationFailed, rendering.RenderError) as exc:
+        except (ValidationFailed, rendering.RenderError, MissingCredential) as exc:
             outcome.error = str(exc)
         except ActionError as exc:
             outcome.error = exc.message
@@ -158,13 +162,14 @@ class Runner:
         else:
             outcome.status = ExecutionStatus.SUCCEEDED
             outcome.result = _result(outcome.attempts, response.status_code, response.body)
+        scrub_outcome(outcome, credential)
 
     def _attempts(self, connector: connectors.Connector, config: dict[str, Any], token: CancelToken,
-                  outcome: Outcome) -> ActionResult:
+                  outcome: Outcome, credential: Credential | None) -> ActionResult:
         while True:
             outcome.attempts += 1
             try:
-                return connector.execute(config, self._client, token)
+                return connector.execute(config, self._client, token, credential)
             except ActionError as exc:
                 token.check()
                 if not exc.retryable or outcome.attempts >= self._retry.max_attempts:
@@ -172,7 +177,7 @@ class Runner:
                 delay = self._retry.delay(outcome.attempts, exc.retry_after, self._rand)
                 self._metrics.retries.labels(action_type=outcome.action_type).inc()
                 self._log("execution retried", ExecutionStatus.RUNNING, outcome, 0.0,
-                          error=_clean(exc.message), delay_s=round(delay, 3))
+                          error=_clean(scrub(exc.message, credential)), delay_s=round(delay, 3))
                 self._sleep(token, delay)
 
     def _cancelled(self, reason: str, outcome: Outcome) -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Iterable
 
-from app.models import ApiKey, Execution, ExecutionStatus, Page, Tenant, User, Workflow
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, Tenant, User, Workflow
 from app.store._rules import (
     ACTIVE,
     WORKFLOW_DELETED,
@@ -19,6 +19,7 @@ from app.store._rules import (
     take_from_bucket,
     terminal_status,
 )
+from app.store._memory_credentials import MemoryCredentialsMixin
 from app.store.base import DuplicateError, Store, WorkerRecord
 
 QUEUED, RUNNING, CANCELLED = ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.CANCELLED
@@ -70,7 +71,7 @@ def _require_new(table: dict[str, Any], key: str, what: str) -> None:
         raise DuplicateError(f"{what} {key!r} already exists")
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryCredentialsMixin, Store):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._tenants: dict[str, Tenant] = {}
@@ -83,6 +84,8 @@ class MemoryStore(Store):
         self._idempotency: dict[tuple[str, str], tuple[str, datetime]] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._buckets: dict[str, Bucket] = {}
+        self._credentials: dict[str, Credential] = {}
+        self._slots: dict[str, datetime] = {}  # workflow id -> newest schedule slot claimed
 
     # --- lifecycle ---------------------------------------------------------------------------
     def init_schema(self) -> None:
@@ -181,6 +184,8 @@ class MemoryStore(Store):
                 enabled=workflow.enabled,
                 secret=workflow.secret,
                 updated_at=workflow.updated_at,
+                schedule=_json_copy(workflow.schedule),
+                credential_id=workflow.credential_id,
             )
             self._workflows[workflow.id] = updated
             return _detached_workflow(updated)

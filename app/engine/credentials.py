@@ -1,0 +1,53 @@
+"""Credentials at run time: load a workflow's credential from the store, decrypt it for the connector,
+and scrub its secret values from whatever the execution records or logs (results, errors)."""
+from __future__ import annotations
+
+from typing import Any
+
+from app import credentials
+from app.connectors.base import Credential
+from app.security.crypto import SecretBox, UndecryptableSecret
+from app.security.redact import REDACTED
+from app.store.base import Store
+
+
+class MissingCredential(Exception):
+    """The workflow names a credential that is gone or cannot be decrypted: the execution fails."""
+
+
+class CredentialResolver:
+    def __init__(self, store: Store, box: SecretBox):
+        self._store = store
+        self._box = box
+
+    def resolve(self, tenant_id: str, credential_id: str | None) -> Credential | None:
+        """The decrypted credential (looked up within the execution's tenant), or None if none is named."""
+        if credential_id is None:
+            return None
+        stored = self._store.get_credential(tenant_id, credential_id)
+        if stored is None:
+            raise MissingCredential(f"credential {credential_id!r} was deleted")
+        try:
+            return Credential(type=stored.type, data=self._box.decrypt_json(stored.encrypted_data))
+        except UndecryptableSecret as exc:
+            raise MissingCredential(f"credential {credential_id!r}: {exc}") from None
+
+
+def scrub(text: str, credential: Credential | None) -> str:
+    """`text` with every secret value of the credential replaced by [REDACTED]."""
+    if credential is None or not text:
+        return text
+    for secret in credentials.secret_values(credential.type, dict(credential.data)):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def scrub_outcome(outcome: Any, credential: Credential | None) -> None:
+    """Scrub an outcome's error and recorded response body (a receiver may echo a header back)."""
+    if credential is None:
+        return
+    if outcome.error:
+        outcome.error = scrub(outcome.error, credential)
+    if outcome.result and isinstance(outcome.result.get("body"), str):
+        outcome.result["body"] = scrub(outcome.result["body"], credential)
