@@ -11,6 +11,7 @@ from flask.cli import AppGroup, with_appcontext
 from app.api.serialize import execution_json
 from app.models import ExecutionStatus, User, isoformat, new_id, utcnow
 from app.security.apikeys import issue_key
+from app.security.crypto import UndecryptableSecret
 from app.services import Services
 from app.store import DuplicateError
 
@@ -18,6 +19,7 @@ users = AppGroup("users", help="Manage users.")
 keys = AppGroup("keys", help="Issue and revoke API keys.")
 workflows = AppGroup("workflows", help="Inspect workflows.")
 executions = AppGroup("executions", help="Inspect and purge executions.")
+secrets = AppGroup("secrets", help="Manage the encryption of stored secrets.")
 
 
 def _services() -> Services:
@@ -102,6 +104,20 @@ def purge_executions(days: float) -> None:
     click.echo(f"purged {removed} executions")
 
 
+@secrets.command("rotate")
+def rotate_secrets() -> None:
+    """Re-encrypt every stored secret with the first key of IPAAS_SECRET_KEY, in one transaction.
+
+    Put the new key first and keep the old ones after it (IPAAS_SECRET_KEY=new,old), run this, then
+    the old keys may be dropped. If any stored secret decrypts under none of the keys, nothing changes."""
+    services = _services()
+    try:
+        count = services.store.rewrite_secrets(services.box.rotate)
+    except UndecryptableSecret as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"re-encrypted {count} stored secrets with the first key of IPAAS_SECRET_KEY")
+
+
 def init_app(app: Flask) -> None:
-    for command in (init_db, users, keys, workflows, executions):
+    for command in (init_db, users, keys, workflows, executions, secrets):
         app.cli.add_command(command)
