@@ -14,6 +14,7 @@ from app.store import SqliteStore
 from tests.conftest import Account, build_app, make_account
 from tests.receiver import receiver  # noqa: F401 (a fixture)
 from tests.serverproc import wait_until
+from tests.smtpserver import SmtpServer
 
 # The apps' own scheduler threads never tick during a test: each test drives its own Scheduler.
 QUIET = dict(START_ENGINE=True, WORKERS=2, QUEUE_SIZE=10, SCHEDULER_TICK=3600.0)
@@ -147,3 +148,26 @@ def test_a_deleted_workflow_no_longer_fires(app, account, receiver):
     workflow = create(app, account, receiver)
     app.test_client().delete(f"/api/workflows/{workflow['id']}", headers=account.headers)
     assert scheduler_for(app, Clock(next_slot(workflow) + timedelta(seconds=1))).tick() == []
+
+
+def test_a_scheduled_workflow_emails_a_report(app, account):
+    client = app.test_client()
+    with SmtpServer(users={"reports": "smtp-pw-77"}) as smtp:
+        credential = client.post("/api/credentials", headers=account.headers, json={
+            "name": "mail", "type": "smtp", "data": {"host": "127.0.0.1", "port": smtp.port, "security": "none",
+                                                     "from": "reports@example.com", "username": "reports",
+                                                     "password": "smtp-pw-77"}}).get_json()
+        workflow = client.post("/api/workflows", headers=account.headers, json={
+            "name": "daily report", "trigger_type": "schedule",
+            "schedule": {"cron": "0 8 * * 1-5", "timezone": "Europe/Berlin"},
+            "action_type": "email", "credential_id": credential["id"],
+            "config": {"to": "team@example.com", "subject": "Report for {{ payload.scheduled_at }}",
+                       "text": "Good morning"}}).get_json()
+        slot = next_slot(workflow)
+        assert workflow["next_run_at"] == schedules.scheduled_at(slot).replace("Z", ".000Z")
+        [execution] = scheduler_for(app, Clock(slot + timedelta(seconds=1))).tick()
+        message = smtp.wait_for(1)[0].message
+    assert message["Subject"] == f"Report for {schedules.scheduled_at(slot)}"
+    done = wait_until(lambda: [e for e in executions(app, account, workflow["id"]) if e["status"] == "succeeded"],
+                      10, "the report to be sent")
+    assert done[0]["id"] == execution.id and "smtp-pw-77" not in str(done[0])

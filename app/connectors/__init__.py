@@ -6,8 +6,11 @@ from typing import Any
 
 from app import rendering
 from app.connectors.base import ActionError, ActionResult, Connector, Credential
+from app.connectors.discord import DiscordMessage
+from app.connectors.email import Email
 from app.connectors.http import HttpRequest
 from app.connectors.slack import SlackMessage
+from app.connectors.teams import TeamsMessage
 from app.errors import ValidationFailed
 
 __all__ = ["ActionError", "ActionResult", "CONNECTORS", "Connector", "Credential", "action_types", "get", "validate"]
@@ -17,6 +20,9 @@ CONNECTORS: dict[str, Connector] = {
     for connector in (
         SlackMessage(),
         HttpRequest(),
+        Email(),
+        DiscordMessage(),
+        TeamsMessage(),
     )
 }
 
