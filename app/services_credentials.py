@@ -24,7 +24,7 @@ def _fields(body: Any) -> dict[str, Any]:
     name = body["name"].strip() if isinstance(body["name"], str) else None
     if not name or len(name) > NAME_MAX:
         raise ValidationFailed(f"name must be a string of 1 to {NAME_MAX} characters", field="name")
-    if body["type"] not in credentials.TYPES:
+    if not isinstance(body["type"], str) or body["type"] not in credentials.TYPES:
         raise ValidationFailed(f"type must be one of {', '.join(credentials.TYPES)}, got {body['type']!r}",
                                field="type")
     return {"name": name, "type": body["type"], "data": credentials.check_data(body["type"], body["data"])}

@@ -60,6 +60,7 @@ def test_other_tenants_credentials_are_not_found(client, account, other_account)
     ({"type": "smtp", "data": SMTP}, "name"),
     ({"name": "", "type": "smtp", "data": SMTP}, "name"),
     ({"name": "x", "type": "ftp", "data": {}}, "type"),
+    ({"name": "x", "type": {}, "data": {}}, "type"),
     ({"name": "x", "type": "smtp"}, "data"),
     ({"name": "x", "type": "smtp", "data": "host=a"}, "data"),
     ({"name": "x", "type": "smtp", "data": {**SMTP, "host": ""}}, "data.host"),
