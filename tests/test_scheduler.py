@@ -2,18 +2,19 @@
 disabling take effect, and two processes' schedulers on one SQLite file record each slot once."""
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Iterator
 
 import pytest
 
-from app import create_app, schedules, shutdown_app
+from app import schedules, shutdown_app
 from app.engine.scheduler import Scheduler
 from app.models import utcnow
 from app.store import SqliteStore
 from tests.conftest import Account, build_app, make_account
 from tests.receiver import receiver  # noqa: F401 (a fixture)
-from tests.serverproc import wait_until
+from tests.serverproc import GunicornServer, create_user, list_executions, wait_until
 from tests.smtpserver import SmtpServer
 
 # The apps' own scheduler threads never tick during a test: each test drives its own Scheduler.
@@ -171,3 +172,28 @@ def test_a_scheduled_workflow_emails_a_report(app, account):
     done = wait_until(lambda: [e for e in executions(app, account, workflow["id"]) if e["status"] == "succeeded"],
                       10, "the report to be sent")
     assert done[0]["id"] == execution.id and "smtp-pw-77" not in str(done[0])
+
+
+@pytest.mark.slow
+def test_two_gunicorn_processes_run_a_due_slot_once(tmp_path, receiver):
+    """Real processes on one SQLite file race for each slot. Their scheduler clocks run 120 s ahead
+    (a test-only knob), so an every-minute slot is due as soon as the workflow exists: nothing waits
+    for a real minute boundary, and each process sees the slot due in every 0.2 s round."""
+    user = create_user(tmp_path, "ann@acme.test", "acme")
+    env = {"IPAAS_SCHEDULER_CLOCK_OFFSET": "120", "IPAAS_SCHEDULER_TICK": "0.2", "IPAAS_ALLOW_PRIVATE_NETWORKS": "true"}
+    with GunicornServer(env, tmp_path, processes=2) as server:
+        created = server.request("POST", "/api/workflows", headers=user.auth, body={
+            "name": "tick", "trigger_type": "schedule", "schedule": {"cron": "* * * * *"},
+            "action_type": "http_request",
+            "config": {"url": receiver.url("/tick"), "body": {"at": "{{ payload.scheduled_at }}"}}})
+        assert created.status == 201
+        fired = server.wait_for_log(lambda r: r.get("message") == "schedule fired", timeout=10)
+        lost = server.wait_for_log(lambda r: r.get("message") == "schedule slot already fired", timeout=10)
+        # Both processes saw the slot due; one recorded it.
+        assert fired["data"]["slot"] == lost["data"]["slot"] and fired["data"]["worker"] != lost["data"]["worker"]
+        receiver.wait_for(1, path="/tick")
+        found = wait_until(lambda: [e for e in list_executions(server, user.auth).values()
+                                    if e["status"] == "succeeded"], 10, "the slot's execution to succeed")
+    slots = Counter(e["payload"]["scheduled_at"] for e in found)
+    assert slots and set(slots.values()) == {1}  # (a real minute boundary may add a second slot, once)
+    assert Counter(r.json()["at"] for r in receiver.requests("/tick")) == slots

@@ -99,9 +99,11 @@ class Scheduler:
             created = self._store.create_scheduled_execution(execution, slot=slot)
             if created is not None:
                 room.submit(created.id)
-        with logutils.bind(tenant_id=workflow.tenant_id, workflow_id=workflow.id, execution_id=execution.id):
+        data = {"slot": scheduled_at(slot), "worker": self._engine.owner_id}
+        with logutils.bind(tenant_id=workflow.tenant_id, workflow_id=workflow.id):
             if created is not None:
-                log.info("schedule fired", extra={"data": {"slot": scheduled_at(slot)}})
+                with logutils.bind(execution_id=created.id):
+                    log.info("schedule fired", extra={"data": data})
             else:
-                log.debug("schedule slot taken by another process", extra={"data": {"slot": scheduled_at(slot)}})
+                log.info("schedule slot already fired", extra={"data": data})
         return created
