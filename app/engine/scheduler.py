@@ -14,12 +14,12 @@ unfired; the next tick tries again."""
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 from typing import Callable
 
 from app import logutils, schedules
 from app.engine.base import Engine
+from app.engine.rounds import Rounds
 from app.errors import QueueFull, Unavailable
 from app.models import Execution, ExecutionStatus, Workflow, new_id, utcnow
 from app.schedules import scheduled_at
@@ -38,30 +38,17 @@ class Scheduler:
                  clock: Callable[[], datetime] = utcnow):
         self._store = store
         self._engine = engine
-        self._tick = tick
         self._enqueue_timeout = enqueue_timeout
         self._clock = clock
         self._fired: dict[str, datetime] = {}  # workflow id -> newest slot seen claimed, by anyone
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds = Rounds("ipaas-scheduler", tick, self.tick, store)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="ipaas-scheduler", daemon=True)
-        self._thread.start()
+        """Fire due slots every `tick` seconds in a daemon thread."""
+        self._rounds.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._tick):
-            try:
-                self.tick()
-            # Like the supervisor, the scheduler outlives any one failure (the store briefly down, say).
-            except Exception:
-                log.exception("scheduler round failed")
-        self._store.close()
+        self._rounds.stop()
 
     def tick(self) -> list[Execution]:
         """One round: fire every due slot; return the executions this process recorded."""

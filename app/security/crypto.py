@@ -10,7 +10,7 @@ Workflow secrets stored before encryption existed were marked `plain:<secret>` b
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -39,10 +39,7 @@ class SecretBox:
 
     def decrypt(self, token: str) -> str:
         """The plaintext of a token; UndecryptableSecret if no key opens it."""
-        try:
-            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError):
-            raise UndecryptableSecret() from None
+        return self._open(self._fernet.decrypt, token).decode("utf-8")
 
     def encrypt_json(self, value: Any) -> str:
         return self.encrypt(json.dumps(value))
@@ -52,9 +49,13 @@ class SecretBox:
 
     def rotate(self, token: str) -> str:
         """The same secret under the first key; UndecryptableSecret if no key opens it."""
+        return self._open(self._fernet.rotate, token).decode("ascii")
+
+    @staticmethod
+    def _open(action: Callable[[bytes], bytes], token: str) -> bytes:
         try:
-            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
-        except (InvalidToken, UnicodeError):
+            return action(token.encode("ascii"))
+        except (InvalidToken, UnicodeError):  # not a token of these keys (or not a token at all)
             raise UndecryptableSecret() from None
 
     def upgrade(self, stored: str) -> str:
