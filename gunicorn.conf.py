@@ -99,6 +99,11 @@ keepalive = 60
 limit_request_line = 8190
 limit_request_fields = 128
 limit_request_field_size = 8190
+# A header named with underscores (X_Event_Type) cannot reach the app under its own name: WSGI
+# spells every header HTTP_X_EVENT_TYPE, the same as X-Event-Type, so keeping it would let one
+# header pose as the other. gunicorn's default ("drop", since 22.0) loses it without a word;
+# "refuse" answers 400 ("Invalid HTTP header name") instead, so the sender learns to rename it.
+header_map = "refuse"
 
 preload_app = False  # the engine's threads and SQLite connections must be created after fork
 max_requests = 0  # no worker recycling: restarting a worker interrupts its engine's executions

@@ -96,6 +96,7 @@ class Workflow:
     created_at: datetime
     updated_at: datetime
     secret: str | None = None  # as stored: a Fernet token (security/crypto.py), never the plaintext
+    signature_scheme: str = "auto"  # auto | standard | github | stripe | slack | shopify
     schedule: dict[str, str] | None = None  # {"cron", "timezone"} when trigger_type is "schedule"
     credential_id: str | None = None  # the credential the action uses (a one-step workflow)
 
@@ -123,7 +124,7 @@ class Execution:
     payload: Any
     created_at: datetime
     headers: dict[str, str] = field(default_factory=dict)
-    query: dict[str, str] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)  # a repeated key holds a list
     attempts: int = 0
     result: dict[str, Any] | None = None
     error: str | None = None

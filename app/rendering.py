@@ -5,14 +5,21 @@ has no `user`): webhook payloads vary, and a missing optional field should not f
 Anything else that goes wrong while rendering (a filter applied to the wrong type, a sandbox
 violation, a division by zero, an oversized result) raises RenderError, which fails the execution
 with a message that names the config field. The sandbox hides Python internals (`__class__` and
-friends render as undefined) and caps the size of `*` and `**` results."""
+friends render as undefined) and caps the size of `*` and `**` results.
+
+Payloads are JSON, so templates read them as JSON: `payload.items` is the key `items` when there is
+one (Jinja would give the dict method first), and a value rendered on its own renders as JSON
+(`{"a": true}`, `[1, 2]`, `true`, `null`), never as a Python repr; a method renders empty, like a
+missing key."""
 from __future__ import annotations
 
 import functools
+import json
 import operator
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from jinja2 import ChainableUndefined, Template, TemplateSyntaxError
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, Undefined
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -42,8 +49,32 @@ class _Environment(SandboxedEnvironment):
                     raise SecurityError("repeated value is too large")
         return operator.pow(left, right) if op == "**" else operator.mul(left, right)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`payload.items` is the payload's key `items` if it has one, before the dict method."""
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
 
-_ENV = _Environment(autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=True)
+
+def _as_text(value: Any) -> Any:
+    """What `{{ value }}` shows: strings and numbers as themselves, JSON values as JSON, a method as
+    nothing (what a missing key shows); TypeError for an object that has no JSON form."""
+    if isinstance(value, (str, Undefined)) or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if value is None or isinstance(value, (bool, dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=_unrenderable)
+    if callable(value):
+        return ""
+    if isinstance(value, (range, set, frozenset, Iterator)):  # map, select and other filters give generators
+        return json.dumps(list(value), ensure_ascii=False, default=_unrenderable)
+    return _unrenderable(value)
+
+
+def _unrenderable(value: Any) -> Any:
+    raise TypeError(f"a {type(value).__name__} value has no text form")
+
+
+_ENV = _Environment(autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=True, finalize=_as_text)
 
 
 @functools.lru_cache(maxsize=1024)

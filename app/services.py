@@ -34,13 +34,16 @@ class Services(CredentialsMixin):
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
         fields = validation.workflow_fields(body, partial=False)
         validation.check_action(fields["action_type"], fields["config"])
+        scheme = fields.get("signature_scheme", "auto")
+        validation.check_secret_for_scheme(fields.get("secret"), scheme)
         now = utcnow()
         secret = fields.get("secret")
         workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
                             name=fields["name"], trigger_type=fields["trigger_type"],
                             action_type=fields["action_type"], config=fields["config"],
                             enabled=fields.get("enabled", True), secret=secret and self.box.encrypt(secret),
-                            created_at=now, updated_at=now, credential_id=fields.get("credential_id"),
+                            signature_scheme=scheme, created_at=now, updated_at=now,
+                            credential_id=fields.get("credential_id"),
                             schedule=schedules.stamp(None, fields.get("schedule"), enabled=True, now=now))
         validation.check_trigger(workflow.trigger_type, workflow.schedule)
         self.check_credential(workflow)
@@ -60,16 +63,19 @@ class Services(CredentialsMixin):
         fields = validation.workflow_fields(body, partial=partial)
         current = self.get_workflow(principal, workflow_id)
         if not partial:
-            fields = {"enabled": True, "schedule": None, "credential_id": None, **fields}
+            fields = {"enabled": True, "signature_scheme": "auto", "schedule": None, "credential_id": None, **fields}
         elif fields.get("trigger_type", "schedule") != "schedule":
             fields.setdefault("schedule", None)  # a PATCH away from schedule drops it
-        if fields.get("secret") is not None:
-            fields["secret"] = self.box.encrypt(fields["secret"])
+        # The secret's checks need its plaintext: the one sent, else the stored one decrypted.
+        secret = fields["secret"] if "secret" in fields else self.reveal_secret(current)
         now = utcnow()
+        if "secret" in fields:
+            fields["secret"] = secret and self.box.encrypt(secret)
         updated = replace(current, **fields, updated_at=now)
         updated = replace(updated, schedule=schedules.stamp(current, updated.schedule, enabled=updated.enabled,
                                                              now=now))
         validation.check_action(updated.action_type, updated.config)
+        validation.check_secret_for_scheme(secret, updated.signature_scheme)
         validation.check_trigger(updated.trigger_type, updated.schedule)
         self.check_credential(updated)
         stored = self.store.update_workflow(updated)
@@ -90,7 +96,7 @@ class Services(CredentialsMixin):
         return workflow
 
     def ingest(self, workflow: Workflow, *, trigger: str, payload: Any, headers: dict[str, str] | None = None,
-               query: dict[str, str] | None = None, idempotency_key: str | None = None,
+               query: dict[str, Any] | None = None, idempotency_key: str | None = None,
                replay_of: str | None = None) -> tuple[Execution, bool]:
         """Record a queued execution and hand it to the engine; return it and whether it is new.
 

@@ -6,10 +6,13 @@ from typing import Any
 from app import connectors, schedules
 from app.errors import BadRequest, ValidationFailed
 from app.models import ExecutionStatus, TriggerType
+from app.security.signatures import AUTO, SCHEMES, STANDARD, whsec_key
+from app.security.signatures.standard import KEY_BYTES, WHSEC_PREFIX
 
 NAME_MAX = 200
 SECRET_MAX = 512
-WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "enabled", "secret", "schedule", "credential_id"}
+WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "enabled", "secret", "signature_scheme",
+                   "schedule", "credential_id"}
 # Clients often GET a workflow, edit it and PUT it back: fields the server owns are ignored, not refused.
 READ_ONLY_FIELDS = {"id", "created_at", "updated_at", "webhook_url", "has_secret", "next_run_at"}
 LIMIT_MAX = 200
@@ -40,6 +43,8 @@ def workflow_fields(body: Any, *, partial: bool) -> dict[str, Any]:
         raise ValidationFailed("enabled must be true or false", field="enabled")
     if "secret" in fields:
         fields["secret"] = _secret(fields["secret"])
+    if "signature_scheme" in fields:
+        fields["signature_scheme"] = _choice("signature_scheme", fields["signature_scheme"], [AUTO, *SCHEMES])
     if "action_type" in fields and not isinstance(fields["action_type"], str):
         raise ValidationFailed("action_type must be a string", field="action_type")
     if "config" in fields and not isinstance(fields["config"], dict):
@@ -64,6 +69,18 @@ def check_action(action_type: str, config: dict[str, Any]) -> None:
     connectors.validate(action_type, config)
 
 
+def check_secret_for_scheme(secret: str | None, scheme: str) -> None:
+    """Under `auto` and `standard` a `whsec_` secret is Standard Webhooks' base64 key, which must be
+    24 to 64 bytes (a short key is guessable); other schemes key with the text as it is."""
+    if secret is None or scheme not in (AUTO, STANDARD) or not secret.startswith(WHSEC_PREFIX):
+        return
+    key = whsec_key(secret)
+    low, high = KEY_BYTES
+    if key is None or not low <= len(key) <= high:
+        raise ValidationFailed(f"secret: a {WHSEC_PREFIX} secret must be the base64 of a {low} to {high} byte key "
+                               f"(Standard Webhooks) under signature_scheme {scheme}", field="secret")
+
+
 def _name(value: Any) -> str:
     if not isinstance(value, str):
         raise ValidationFailed("name must be a string", field="name")
@@ -78,6 +95,9 @@ def _secret(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= SECRET_MAX:
         raise ValidationFailed(f"secret must be a string of 1 to {SECRET_MAX} characters, or null", field="secret")
+    if value != value.strip():
+        # Almost always a copied newline: the sender signs without it, so every webhook would get 401.
+        raise ValidationFailed("secret must not start or end with whitespace", field="secret")
     return value
 
 

@@ -45,10 +45,13 @@ class Recorded:
 @dataclass(frozen=True)
 class Reply:
     status: int = 200
-    body: str = "ok"
+    body: str | bytes = "ok"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     hang: bool = False  # say nothing until Receiver.release()
+    drip: float = 0.0  # send the answer one byte every `drip` seconds (from `drip_from`: 0 is the status line)
+    drip_from: int = 0
+    length: bool = True  # send Content-Length (else the body ends when the connection closes)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -64,13 +67,28 @@ class _Handler(BaseHTTPRequestHandler):
                                           {k.lower(): v for k, v in self.headers.items()}, body))
         if reply.hang or reply.delay:
             receiver._released.wait(HANG_CAP if reply.hang else reply.delay)
-        payload = reply.body.encode()
+        payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        if reply.length:
+            self.send_header("Content-Length", str(len(payload)))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        if not reply.drip:
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        self._headers_buffer.append(b"\r\n")  # end_headers without the flush: the head drips too
+        answer = b"".join(self._headers_buffer) + payload
+        self._headers_buffer = []
+        self.wfile.write(answer[:reply.drip_from])
+        for index in range(reply.drip_from, len(answer)):
+            if receiver._released.wait(reply.drip):
+                break  # the test is over
+            self.wfile.write(answer[index:index + 1])
+            self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -140,20 +140,30 @@ def test_permanent_4xx_fails_at_once(bench, receiver):
     assert len(receiver.requests()) == 1
 
 
-def test_429_retry_after_is_honoured_and_capped(bench, receiver):
-    delays: list[float] = []
+@pytest.mark.parametrize("status, asked, job_timeout, expected, delays, error", [
+    (429, ["7", "45"], 60.0, (SUCCEEDED, 3), [7.0, 45.0], None),  # 45 s: past the 30 s backoff cap, as asked
+    (503, ["0", "20"], 60.0, (SUCCEEDED, 3), [0.0, 20.0], None),
+    (429, ["7", "100"], 60.0, (FAILED, 2), [7.0], "HTTP 429 from 127.0.0.1: the destination asked to retry "
+                                                  "after 100 s (Retry-After), past the job timeout"),
+    (503, ["Wed, 21 Oct 2099 07:28:00 GMT"], 60.0, (FAILED, 1), [], "asked to retry after"),
+    (429, ["61"], 60.0, (FAILED, 1), [], "asked to retry after 61 s"),
+])
+def test_retry_after_is_honoured_as_asked_within_the_job_timeout(bench, receiver, status, asked, job_timeout,
+                                                                expected, delays, error):
+    waited: list[float] = []
 
     def sleep(token, seconds):
-        delays.append(seconds)
+        waited.append(seconds)
         token.check()
 
-    receiver.respond("/slack", Reply(429, headers={"Retry-After": "7"}), Reply(429, headers={"Retry-After": "100"}),
-                     Reply(200))
-    engine = bench.engine(sleep=sleep, RETRY_MAX_DELAY=30.0)
+    receiver.respond("/slack", *[Reply(status, headers={"Retry-After": value}) for value in asked], Reply(200))
+    engine = bench.engine(sleep=sleep, RETRY_MAX_DELAY=30.0, JOB_TIMEOUT=job_timeout)
     workflow = bench.workflow({"webhook_url": receiver.url("/slack"), "text": "hi"}, "slack_message")
     execution = bench.finished(engine, bench.enqueue(engine, workflow))
-    assert (execution.status, execution.attempts) == (SUCCEEDED, 3)
-    assert delays == [7.0, 30.0]
+    assert (execution.status, execution.attempts) == expected
+    assert waited == delays
+    if error:
+        assert error in execution.error and execution.result["status_code"] == status
 
 
 def test_request_timeout_is_retried_then_fails(bench, receiver):
@@ -490,4 +500,4 @@ def test_retry_policy_backs_off_exponentially_with_full_jitter():
     policy = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=4.0)
     assert [policy.delay(n, None, rand=lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
     assert policy.delay(3, None, rand=lambda: 0.25) == 0.5
-    assert (policy.delay(1, 3.0), policy.delay(1, 60.0)) == (3.0, 4.0)
+    assert (policy.delay(1, 3.0), policy.delay(1, 60.0)) == (3.0, 60.0)  # Retry-After as asked, past max_delay

@@ -93,3 +93,59 @@ def test_render_all_renders_every_string_leaf_and_keeps_other_values():
 def test_templates_are_compiled_once_per_source():
     source = "{{ payload.user.name }} compiled once"
     assert rendering._compile(source) is rendering._compile(source)
+
+
+def _context(payload):
+    return rendering.context_for(Execution(id="ex_2", tenant_id="tn_1", workflow_id="wf_1",
+                                           status=ExecutionStatus.RUNNING, trigger="webhook", payload=payload,
+                                           created_at=NOW), WORKFLOW)
+
+
+KEYED = {"items": ["a", "b"], "keys": {"k": 1}, "values": [3], "get": "got", "update": False, "copy": None,
+         "pop": 0}
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("{{ payload.items[0] }}", "a"),
+    ("{{ payload.items }}", '["a", "b"]'),
+    ("{% for item in payload.items %}{{ item }};{% endfor %}", "a;b;"),
+    ("{{ payload.keys.k }}", "1"),
+    ("{{ payload.values | first }}", "3"),
+    ("{{ payload.get }}", "got"),
+    ("{{ payload.update }}", "false"),
+    ("{{ payload.copy }}", "null"),
+    ("{{ payload.pop }}", "0"),
+    ("{{ payload.items | length }}", "2"),
+])
+def test_render_payload_keys_win_over_dict_methods(source, expected):
+    assert rendering.render(source, _context(KEYED)) == expected
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("{% for k, v in payload.items() %}{{ k }}={{ v }};{% endfor %}", "a=1;"),  # no key: the method
+    ("{{ payload.items }}", ""),  # a method renders as nothing, like a missing key
+    ("{{ payload.keys }}{{ payload.get }}{{ payload.a.bit_length }}", ""),
+    ("{{ payload.get('a') }}", "1"),
+])
+def test_render_methods_stay_callable_and_never_render_a_repr(source, expected):
+    assert rendering.render(source, _context({"a": 1})) == expected
+
+
+@pytest.mark.parametrize("payload, source, expected", [
+    ({"active": True, "note": None}, "{{ payload }}", '{"active": true, "note": null}'),
+    ({"active": True}, "{{ payload.active }}", "true"),
+    ({"note": None}, "{{ payload.note }}", "null"),
+    ({"tags": ["a", "é"]}, "{{ payload.tags }}", '["a", "é"]'),
+    ({"user": {"id": 1, "ok": False}}, "user={{ payload.user }}", 'user={"id": 1, "ok": false}'),
+    ({"n": 1.5, "i": 7}, "{{ payload.n }} {{ payload.i }}", "1.5 7"),
+    ({"s": "text"}, "{{ payload.s }}", "text"),
+    ({"xs": [{"a": 1}, {"a": 2}]}, "{{ payload.xs | map(attribute='a') }}", "[1, 2]"),
+    ({"d": {"b": 1, "a": 2}}, "{{ payload.d | dictsort }}", '[["a", 2], ["b", 1]]'),
+])
+def test_render_json_values_render_as_json(payload, source, expected):
+    assert rendering.render(source, _context(payload)) == expected
+
+
+def test_render_a_value_with_no_text_form_fails_naming_the_field():
+    with pytest.raises(rendering.RenderError, match="config.body.*Cycler value has no text form"):
+        rendering.render("{{ cycler(1, 2) }}", CONTEXT, "config.body")

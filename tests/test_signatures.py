@@ -54,7 +54,7 @@ def test_verify_signature_accepts_svix_reference_vector():
         "webhook-timestamp": "1614265330",
         "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
     }
-    assert verify_signature(WHSEC, b'{"test": 2432232314}', headers, now=1614265330 + 10) == "standard-webhooks"
+    assert verify_signature(WHSEC, b'{"test": 2432232314}', headers, now=1614265330 + 10) == "standard"
 
 
 def test_sign_standard_plain_secret_uses_utf8_bytes():
@@ -80,7 +80,7 @@ def test_sign_github_matches_github_docs_vector():
 @pytest.mark.parametrize("secret", [SECRET, WHSEC])
 @pytest.mark.parametrize("skew", [0, -300, 300, -299.5])
 def test_verify_signature_standard_accepts_valid(secret, skew):
-    assert verify_signature(secret, BODY, std_headers(secret), now=NOW + skew) == "standard-webhooks"
+    assert verify_signature(secret, BODY, std_headers(secret), now=NOW + skew) == "standard"
 
 
 def test_signature_error_is_unauthorized_401():
@@ -125,7 +125,7 @@ def test_verify_signature_standard_refuses(headers, reason):
 
 def test_verify_signature_refuses_replay_with_altered_body():
     headers = std_headers()
-    assert verify_signature(SECRET, BODY, headers, now=NOW) == "standard-webhooks"
+    assert verify_signature(SECRET, BODY, headers, now=NOW) == "standard"
     assert refused(headers, body=BODY + b" ") == "no matching signature"
 
 
@@ -133,7 +133,7 @@ def test_verify_signature_tolerance_is_configurable():
     headers = std_headers(ts=TS - 60)
     with pytest.raises(SignatureError, match="timestamp outside tolerance"):
         verify_signature(SECRET, BODY, headers, now=NOW, tolerance=30)
-    assert verify_signature(SECRET, BODY, headers, now=NOW, tolerance=60) == "standard-webhooks"
+    assert verify_signature(SECRET, BODY, headers, now=NOW, tolerance=60) == "standard"
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_verify_signature_standard_accepts_any_matching_entry(entries):
     good = sign_standard(SECRET, MSG_ID, TS, BODY).removeprefix("v1,")
     bad = sign_standard("rotated-old-secret", MSG_ID, TS, BODY).removeprefix("v1,")
     sig = " ".join(e.format(good=good, bad=bad) for e in entries)
-    assert verify_signature(SECRET, BODY, std_headers(sig=sig), now=NOW) == "standard-webhooks"
+    assert verify_signature(SECRET, BODY, std_headers(sig=sig), now=NOW) == "standard"
 
 
 def test_verify_signature_standard_ignores_v1a_entries():
@@ -217,7 +217,7 @@ def test_verify_signature_github_refuses(value, reason):
 
 
 def test_verify_signature_prefers_standard_when_both_present():
-    assert verify_signature(SECRET, BODY, {**gh_headers(), **std_headers()}, now=NOW) == "standard-webhooks"
+    assert verify_signature(SECRET, BODY, {**gh_headers(), **std_headers()}, now=NOW) == "standard"
 
 
 def test_verify_signature_standard_wins_even_when_only_github_would_verify():
@@ -230,13 +230,13 @@ def test_verify_signature_standard_wins_even_when_only_github_would_verify():
 def test_verify_signature_header_names_are_case_insensitive(transform):
     std = {transform(k): v for k, v in std_headers().items()}
     gh = {transform(k): v for k, v in gh_headers().items()}
-    assert verify_signature(SECRET, BODY, std, now=NOW) == "standard-webhooks"
+    assert verify_signature(SECRET, BODY, std, now=NOW) == "standard"
     assert verify_signature(SECRET, BODY, gh, now=NOW) == "github"
 
 
 def test_verify_signature_accepts_header_values_with_surrounding_whitespace():
     headers = {k: f"  {v} " for k, v in std_headers().items()}
-    assert verify_signature(SECRET, BODY, headers, now=NOW) == "standard-webhooks"
+    assert verify_signature(SECRET, BODY, headers, now=NOW) == "standard"
 
 
 def test_verify_signature_rejects_empty_secret():

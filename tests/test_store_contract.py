@@ -155,6 +155,13 @@ def test_workflow_round_trip(store, acme):
     assert created.secret == "s3cret" and created.enabled is False
 
 
+@pytest.mark.parametrize("scheme", ["auto", "standard", "github", "stripe", "slack", "shopify"])
+def test_workflow_signature_scheme_round_trips(store, acme, scheme):
+    created = make_workflow(store, *acme, secret="k", signature_scheme=scheme)
+    assert store.get_workflow(None, created.id).signature_scheme == scheme
+    assert store.list_workflows(created.tenant_id, limit=10).items[0].signature_scheme == scheme
+
+
 def test_workflow_of_another_tenant_is_not_found(store, workflow, globex):
     other, _ = globex
     assert store.get_workflow(other.id, workflow.id) is None
@@ -166,7 +173,7 @@ def test_workflow_of_another_tenant_is_not_found(store, workflow, globex):
 
 def test_update_workflow_replaces_only_mutable_fields(store, workflow):
     changes = dict(name="renamed", action_type="http_request", config={"url": "https://x.test"}, enabled=False,
-                   secret="new", updated_at=at(60))
+                   secret="new", signature_scheme="stripe", updated_at=at(60))
     updated = store.update_workflow(replace(workflow, user_id="usr_other", created_at=at(99), **changes))
     assert updated == replace(workflow, **changes)
     assert store.get_workflow(workflow.tenant_id, workflow.id) == updated

@@ -14,7 +14,7 @@ from typing import Callable
 import pytest
 
 from app.models import Execution, ExecutionStatus, User, Workflow, new_id
-from app.store import DuplicateError, MemoryStore, SqliteStore, StoreError, create_store, migrations
+from app.store import DuplicateError, migrations, MemoryStore, SqliteStore, StoreError, create_store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 PROCESS_TIMEOUT = 60
@@ -116,9 +116,34 @@ def test_init_schema_is_idempotent_and_records_the_version(store, db_path):
     seed_workflow(store)
     store.init_schema()
     SqliteStore(db_path).init_schema()
-    recorded = [tuple(row) for row in store._db.read("SELECT version FROM schema_version ORDER BY version")]
-    assert recorded == [(migration.version,) for migration in migrations.load("sqlite")]
+    versions = [(m.version,) for m in migrations.load("sqlite")]
+    assert [tuple(row) for row in store._db.read("SELECT version FROM schema_version")] == versions
     assert store.get_workflow(None, "wf_1").name == "n"
+
+
+def test_migration_0002_gives_existing_workflows_the_auto_scheme(tmp_path):
+    """A database made by migration 1 alone (wave 1) gets `signature_scheme` 'auto' on its workflows."""
+    db_path = str(tmp_path / "wave1.sqlite3")
+    conn = sqlite3.connect(db_path)
+    conn.executescript(migrations.load("sqlite")[0].script)
+    conn.executescript("""
+        INSERT INTO schema_version VALUES (1, '2024-01-01T00:00:00.000000+00:00');
+        INSERT INTO tenants VALUES ('tn_1', 'acme', '2024-01-01T00:00:00.000000+00:00');
+        INSERT INTO users VALUES ('usr_1', 'tn_1', 'a@acme.example', 'a@acme.example',
+                                  '2024-01-01T00:00:00.000000+00:00');
+        INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled, secret,
+                               created_at, updated_at)
+        VALUES ('wf_old', 'tn_1', 'usr_1', 'old', 'webhook', 'http_request', '{}', 1, 'k',
+                '2024-01-01T00:00:00.000000+00:00', '2024-01-01T00:00:00.000000+00:00');""")
+    conn.close()
+    store = SqliteStore(db_path)
+    try:
+        store.init_schema()
+        assert store.get_workflow(None, "wf_old").signature_scheme == "auto"
+    finally:
+        store.close()
+    with sqlite3.connect(db_path) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute("UPDATE workflows SET signature_scheme = 'nope'")
 
 
 def test_naive_timestamps_are_refused(store):

@@ -180,7 +180,7 @@ def test_rate_limited_tenant_gets_429_while_another_is_served(store, receiver):
 
 
 class TestSignedWebhooks:
-    SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+    SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGhlLWlwYWFzLXRlc3Rz"
     BODY = b'{"user": {"name": "Ada"}}'
 
     @pytest.fixture
@@ -233,3 +233,20 @@ def test_repeat_is_answered_even_when_the_queue_is_full(engine_app, client, acco
     assert client.post(f"/api/webhooks/{wf['id']}", json={}).status_code == 503
     repeat = client.post(f"/api/webhooks/{wf['id']}", json={}, headers={"Idempotency-Key": "k1"})
     assert repeat.status_code == 202 and repeat.get_json() == first.get_json()
+
+
+@pytest.mark.parametrize("payload, body, content_type, received", [
+    ({"active": True, "note": None}, "{{ payload }}", "application/json", {"active": True, "note": None}),
+    ({"items": ["a", "b"]}, "{{ payload.items }}", "application/json", ["a", "b"]),
+    ({"items": ["a", "b"]}, "first={{ payload.items[0] }}", "text/plain; charset=utf-8", "first=a"),
+    ({"ok": False}, "{{ payload.ok }}", "application/json", False),
+])
+def test_rendered_json_values_are_sent_as_json(client, account, receiver, payload, body, content_type, received):
+    wf = client.post("/api/workflows", headers=account.headers, json={
+        "name": "json", "trigger_type": "webhook", "action_type": "http_request",
+        "config": {"url": receiver.url("/hook"), "body": body}}).get_json()
+    response = client.post(f"/api/webhooks/{wf['id']}", json=payload)
+    assert wait_status(client, account, response.get_json()["execution_id"])["status"] == "succeeded"
+    sent = receiver.requests("/hook")[0]
+    assert sent.headers["content-type"] == content_type
+    assert (sent.json() if content_type == "application/json" else sent.body.decode()) == received

@@ -20,6 +20,7 @@ def workflow_json(workflow: Workflow) -> dict[str, Any]:
         "config": workflow.config,
         "enabled": workflow.enabled,
         "has_secret": workflow.secret is not None,
+        "signature_scheme": workflow.signature_scheme,
         "created_at": isoformat(workflow.created_at),
         "updated_at": isoformat(workflow.updated_at),
     }

@@ -5,12 +5,14 @@ import logging
 import select
 import socket
 import time
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from app import logutils, validation
 from app.api.auth import services
-from app.api.bodies import webhook_payload
+from app.api.bodies import collapse, webhook_payload
+from app.api.encodings import decode_content
 from app.api.serialize import execution_json
 from app.errors import BadRequest, PayloadTooLarge
 from app.security.redact import redact_headers
@@ -45,11 +47,12 @@ def receive(workflow_id: str):
     logutils.add(tenant_id=workflow.tenant_id, workflow_id=workflow.id)
     raw = request.get_data(cache=True)
     if workflow.secret is not None:
-        _verify(svc.reveal_secret(workflow), raw)
-    payload = webhook_payload(raw)
+        _verify(svc.reveal_secret(workflow), workflow.signature_scheme, raw)
+    body = decode_content(raw, request.headers.get("Content-Encoding"), limit)
+    payload = webhook_payload(body, request.mimetype, request.mimetype_params)
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
                                     headers=redact_headers(dict(request.headers)),
-                                    query=request.args.to_dict(), idempotency_key=_idempotency_key())
+                                    query=collapse(request.args.lists()), idempotency_key=_idempotency_key(payload))
     if wait is None or not created:
         return jsonify({"execution_id": execution.id}), 202
     finished = svc.wait(execution, wait, _sender_hung_up)
@@ -58,22 +61,36 @@ def receive(workflow_id: str):
     return jsonify(execution_json(finished)), 200
 
 
-def _verify(secret: str, raw: bytes) -> None:
+def _verify(secret: str, scheme: str, raw: bytes) -> None:
     try:
-        verify_signature(secret, raw, request.headers, now=time.time())
+        verify_signature(secret, raw, request.headers, now=time.time(), scheme=scheme)
     except SignatureError as error:
         log.warning("webhook signature refused", extra={"data": {"reason": error.message}})
         raise
 
 
-def _idempotency_key() -> str | None:
+def _idempotency_key(payload: Any) -> str | None:
     """Idempotency-Key, else webhook-id; one that is sent must be 1 to 255 characters (an empty one
-    is refused, not taken for no key: the sender believes the request is protected)."""
+    is refused, not taken for no key: the sender believes the request is protected). Without
+    either, the sender's own delivery id, so a redelivery from its dashboard runs nothing twice."""
     for header in ("Idempotency-Key", "webhook-id"):
         key = request.headers.get(header)
         if key is not None:
             if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
                 raise BadRequest(f"{header} must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
+            return key
+    return _delivery_id(payload)
+
+
+def _delivery_id(payload: Any) -> str | None:
+    """GitHub's X-GitHub-Delivery, Shopify's X-Shopify-Webhook-Id, or the top-level `id` of a Stripe
+    event (a request carrying Stripe-Signature); one out of bounds is no key rather than a refusal
+    (the sender cannot change it)."""
+    candidates = [request.headers.get("X-GitHub-Delivery"), request.headers.get("X-Shopify-Webhook-Id")]
+    if "Stripe-Signature" in request.headers and isinstance(payload, dict):
+        candidates.append(payload.get("id"))
+    for key in candidates:
+        if isinstance(key, str) and 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
             return key
     return None
 

@@ -11,26 +11,32 @@ from app.security.redact import redact_text
 
 if TYPE_CHECKING:
     from app.engine.cancel import CancelToken
-    from app.engine.http import HttpClient
+    from app.engine.http import HttpClient, HttpResponse
 
 
 class ActionError(Exception):
     """An action failed; `retryable` says whether another attempt may succeed."""
 
     def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
-                 status_code: int | None = None, body: str | None = None):
+                 status_code: int | None = None, body: str | bytes | None = None, content_type: str | None = None):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
         self.status_code = status_code
-        self.body = body
+        self.body = body  # bytes: an answer that is not text
+        self.content_type = content_type
 
 
 @dataclass(frozen=True)
 class ActionResult:
     status_code: int
-    body: str
+    body: str | bytes  # bytes: an answer that is not text
+    content_type: str | None = None
+
+    @classmethod
+    def of(cls, response: HttpResponse) -> ActionResult:
+        return cls(response.status_code, response.body, response.content_type)
 
 
 @dataclass(frozen=True)

@@ -78,4 +78,4 @@ class HttpRequest(Connector):
         headers.update(credential_header(credential))
         response = client.send(config.get("method", "POST").upper(), rendered_url(config, "url"), token=token,
                                headers=headers, data=data, timeout=config.get("timeout"))
-        return ActionResult(response.status_code, response.body)
+        return ActionResult.of(response)

@@ -31,4 +31,4 @@ class SlackMessage(Connector):
         response = client.send("POST", rendered_url(config, "webhook_url"), token=token,
                                headers={"Content-Type": "application/json"},
                                data=json.dumps(message).encode())
-        return ActionResult(response.status_code, response.body)
+        return ActionResult.of(response)

@@ -97,6 +97,7 @@ class SocketWatch:
         self.token = token
         self._lock = threading.RLock()  # on_cancel runs _shut at once, inside watch, if already set
         self._watched: list[tuple[socket.socket, Callable[[], None]]] = []
+        self.expired = False
 
     def watch(self, sock: socket.socket) -> None:
         """Shut `sock` down when the token is set. A dup of the descriptor is kept because TLS
@@ -104,6 +105,15 @@ class SocketWatch:
         with self._lock:
             dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
             self._watched.append((dup, self.token.on_cancel(lambda: self._shut(dup))))
+            if self.expired:
+                self._shut(dup)
+
+    def expire(self) -> None:
+        """The call's time is up: shut every socket it uses, now and later."""
+        with self._lock:
+            self.expired = True
+            for dup, _ in self._watched:
+                self._shut(dup)
 
     def _shut(self, dup: socket.socket) -> None:
         with self._lock:  # never on a dup that close() has already closed

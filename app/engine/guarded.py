@@ -4,7 +4,8 @@ Every connection, redirects included, is made by `_GuardedConnection._new_conn`:
 host itself, checks every address (security/ssrf.py) and connects to a checked address, while TLS
 keeps SNI and certificate checks on the host name. Each socket a request uses, new or reused from
 the pool, is registered with the request's CancelToken, so a cancel shuts it down and a read blocked
-on a silent server returns at once instead of at its timeout."""
+on a silent server returns at once instead of at its timeout. `_Call.expire` shuts them the same
+way when the attempt's own time is up (engine/watchdog.py calls it)."""
 from __future__ import annotations
 
 import contextvars
@@ -113,12 +114,13 @@ def guarded_pool_manager(maxsize: int) -> PoolManager:
 
 
 @contextmanager
-def guarded_call(token: CancelToken, policy: AddressPolicy) -> Iterator[None]:
-    """Make the connections opened inside the block obey `policy` and stop when `token` is set."""
+def guarded_call(token: CancelToken, policy: AddressPolicy) -> Iterator[_Call]:
+    """Make the connections opened inside the block obey `policy` and stop when `token` is set or
+    the call yielded is expired."""
     call = _Call(token, policy)
     reset = _current.set(call)
     try:
-        yield
+        yield call
     finally:
         _current.reset(reset)
         call.close()

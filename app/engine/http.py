@@ -1,9 +1,11 @@
 """Outbound HTTP for actions through one shared urllib3 PoolManager whose connections pass the SSRF
-guard (engine/guarded.py): redirects followed as requests followed them, host circuit breakers,
-timeouts bounded by the job's deadline, and errors classified for retries."""
+guard (engine/guarded.py): redirects followed as RFC 9110 §15.4 says, host circuit breakers, a
+timeout that bounds each attempt as a whole (engine/watchdog.py), within the job's deadline, and
+errors classified for retries."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -18,6 +20,7 @@ from urllib3.util.request import ACCEPT_ENCODING
 from app.connectors.base import ActionError
 from app.engine.cancel import CancelToken
 from app.engine.guarded import guarded_call, guarded_pool_manager
+from app.engine.watchdog import Watchdog
 from app.security.breaker import CircuitOpen, HostBreakers
 from app.security.redact import redact_text
 from app.security.ssrf import AddressPolicy, BlockedDestination
@@ -30,15 +33,29 @@ DEFAULT_HEADERS = {"User-Agent": "ipaas/0.1", "Accept-Encoding": ", ".join(ACCEP
 _PORTS = {"http": 80, "https": 443}
 
 
+# Media types whose bodies are text although not text/*; anything else not text/* is kept as bytes.
+TEXT_TYPES = frozenset({"application/json", "application/xml", "application/javascript", "application/ecmascript",
+                        "application/x-www-form-urlencoded", "application/x-ndjson", "application/graphql",
+                        "application/problem+json", "application/yaml"})
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status_code: int
     headers: HTTPHeaderDict  # case-insensitive
-    body: str
+    body: str | bytes  # bytes: the answer is not text (image/png, application/octet-stream...)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
 
 
 class _TooManyRedirects(HTTPError):
     """The server redirected more than MAX_REDIRECTS times."""
+
+
+class _AttemptExpired(HTTPError):
+    """The attempt's whole time ran out (connecting, or the answer arriving too slowly)."""
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -73,12 +90,18 @@ def _cause(exc: BaseException) -> str:
     return redact_text(_PREFIX.sub("", str(exc)) or type(exc).__name__)
 
 
+def _timeout(exc: Exception) -> bool:
+    """Whether urllib3 reports a socket timeout (it derives NewConnectionError, refused or unresolved,
+    from ConnectTimeoutError)."""
+    return isinstance(exc, ReadTimeoutError) or isinstance(exc, ConnectTimeoutError) and not isinstance(
+        exc, NewConnectionError)
+
+
 def _failure(exc: Exception, host: str, seconds: float) -> ActionError:
     """Classify an error: connection errors and timeouts may succeed on a later attempt."""
-    # urllib3 derives NewConnectionError (refused, unresolved) from ConnectTimeoutError.
     if isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError):
         return ActionError(f"connection to {host} timed out after {seconds:g} s", retryable=True)
-    if isinstance(exc, ReadTimeoutError):
+    if isinstance(exc, (ReadTimeoutError, _AttemptExpired)):  # silent, or answering too slowly
         return ActionError(f"no response from {host} within {seconds:g} s", retryable=True)
     if isinstance(exc, _TooManyRedirects):
         return ActionError(f"more than {MAX_REDIRECTS} redirects from {host}")
@@ -99,18 +122,34 @@ def _read_body(answer: BaseHTTPResponse) -> bytes:
         answer.release_conn()
 
 
-def _decode(raw: bytes, headers: HTTPHeaderDict) -> str:
-    """Decode with the Content-Type charset, else as requests did: ISO-8859-1 for text/*, else UTF-8."""
+def _decode(raw: bytes, headers: HTTPHeaderDict) -> str | bytes:
+    """Decode a text answer with the Content-Type charset, else as requests did: ISO-8859-1 for
+    text/*, else UTF-8. A non-text answer stays bytes: a type that is not text and names no charset,
+    or no type and bytes that are not UTF-8 (a cut-off last character aside)."""
     mime, *params = headers.get("Content-Type", "").split(";")
-    charset = "ISO-8859-1" if mime.strip().lower().startswith("text/") else "utf-8"
+    mime = mime.strip().lower()
+    charset = None
     for param in params:
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset":
             charset = value.strip(" \"'") or "utf-8"
+    if charset is None and not _textual(mime, raw):
+        return raw
+    charset = charset or ("ISO-8859-1" if mime.startswith("text/") else "utf-8")
     try:
         return raw.decode(charset, errors="replace")
     except LookupError:  # the server named a charset Python does not know
         return raw.decode("utf-8", errors="replace")
+
+
+def _textual(mime: str, raw: bytes) -> bool:
+    if mime:
+        return mime.startswith("text/") or mime in TEXT_TYPES or mime.endswith(("+json", "+xml"))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.reason == "unexpected end of data"  # READ_LIMIT cut a character in two
+    return True
 
 
 def _same_origin(old: str, new: str) -> bool:
@@ -124,14 +163,14 @@ def _same_origin(old: str, new: str) -> bool:
 
 def _redirect(status: int, method: str, url: str, location: str, headers: HTTPHeaderDict,
               body: bytes | None) -> tuple[str, str, HTTPHeaderDict, bytes | None]:
-    """The request a redirect asks for, made as requests (and browsers) make it."""
+    """The request a redirect asks for (RFC 9110 §15.4, as curl makes it): 303 turns any method but
+    HEAD into GET without a body, 301 and 302 turn POST alone into GET (what every client does
+    although the RFC only allows it); every other case keeps the method and the body."""
     # http.client decodes header bytes as latin-1, but servers send UTF-8 locations.
     target = urljoin(url, location.encode("latin-1").decode("utf-8"))
-    if status in (302, 303) and method != "HEAD" or status == 301 and method == "POST":
-        method = "GET"
     headers = headers.copy()
-    if status not in (307, 308):
-        body = None
+    if status == 303 and method != "HEAD" or status in (301, 302) and method == "POST":
+        method, body = "GET", None
         for name in ("Content-Length", "Content-Type", "Transfer-Encoding"):
             headers.discard(name)
     for name in ("Cookie", "Proxy-Authorization"):  # requests rebuilt these from its cookie jar and proxies
@@ -153,6 +192,7 @@ class HttpClient:
         self._breakers = breakers
         self._default_timeout = default_timeout
         self._manager = (manager_factory or guarded_pool_manager)(pool_size)
+        self._watchdog = Watchdog()
 
     @property
     def policy(self) -> AddressPolicy:
@@ -174,13 +214,19 @@ class HttpClient:
         if remaining is not None:
             seconds = max(0.001, min(seconds, remaining))
         try:
-            with guarded_call(token, self._policy):
-                response = self._exchange(method, url, headers, data, Timeout(connect=seconds, read=seconds))
+            with guarded_call(token, self._policy) as call:
+                stop_watch = self._watchdog.at(time.monotonic() + seconds, call.expire)
+                try:
+                    response = self._exchange(method, url, headers, data, Timeout(connect=seconds, read=seconds))
+                finally:
+                    stop_watch()
+                if call.expired:  # a body that ends at the close may have looked complete
+                    raise _AttemptExpired()
         except BlockedDestination as exc:
             raise ActionError(exc.message) from exc
         except (HTTPError, ValueError) as exc:  # ValueError: a URL or header http.client refuses
             token.check()  # a cancel shut the socket down: the cancel is the outcome, not the error
-            error = _failure(exc, host, seconds)
+            error = _failure(_AttemptExpired() if call.expired and not _timeout(exc) else exc, host, seconds)
             if error.retryable:
                 self._breakers.record(host, failed=True)
             raise error from exc
@@ -209,8 +255,9 @@ class HttpClient:
             return response
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
         raise ActionError(f"HTTP {status} from {host}", retryable=retryable, retry_after=retry_after,
-                          status_code=status, body=response.body)
+                          status_code=status, body=response.body, content_type=response.content_type)
 
     def close(self) -> None:
-        """Close every pooled connection; call once the workers are done."""
+        """Close every pooled connection and stop the watchdog; call once the workers are done."""
         self._manager.clear()
+        self._watchdog.close()

@@ -2,6 +2,7 @@
 retries, and record ONE outcome in the store."""
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import time
@@ -49,10 +50,22 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based): the server's Retry-After
-        when it gave one, else exponential backoff with full jitter; never above max_delay."""
+        as asked when it gave one (a throttling server hit early only throttles longer), else
+        exponential backoff with full jitter, never above max_delay."""
         if retry_after is not None:
-            return min(retry_after, self.max_delay)
+            return retry_after
         return rand() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+
+
+def wait_too_long(error: ActionError, delay: float, token: CancelToken) -> ActionError | None:
+    """The error to fail with now when a destination asks (Retry-After) for a wait that would end
+    past the execution's deadline; None when the wait fits, or was not asked for."""
+    remaining = token.remaining()
+    if error.retry_after is None or remaining is None or delay < remaining:
+        return None
+    return ActionError(f"{error.message}: the destination asked to retry after {delay:g} s (Retry-After), "
+                       f"past the job timeout ({remaining:.0f} s left)", status_code=error.status_code,
+                       body=error.body, content_type=error.content_type)
 
 
 @dataclass
@@ -79,9 +92,17 @@ def _clean(message: str) -> str:
     return " ".join(redact_text(message).split())
 
 
-def _result(attempts: int, status_code: int | None, body: str | None) -> dict[str, Any]:
+def _result(attempts: int, status_code: int | None, body: str | bytes | None,
+            content_type: str | None = None) -> dict[str, Any]:
+    """The execution's `result`: the answer's status and its body, cut to BODY_LIMIT characters;
+    an answer that is not text as `body_base64` (as long at most) with its `content_type`."""
     result: dict[str, Any] = {"attempts": attempts}
-    if status_code is not None:
+    if status_code is None:
+        return result
+    if isinstance(body, bytes):
+        encoded = base64.b64encode(body[:BODY_LIMIT // 4 * 3]).decode("ascii")
+        result.update(status_code=status_code, content_type=content_type, body_base64=encoded)
+    else:
         result.update(status_code=status_code, body=redact_text(body or "")[:BODY_LIMIT])
     return result
 
@@ -156,12 +177,12 @@ class Runner:
             outcome.error = str(exc)
         except ActionError as exc:
             outcome.error = exc.message
-            outcome.result = _result(outcome.attempts, exc.status_code, exc.body)
+            outcome.result = _result(outcome.attempts, exc.status_code, exc.body, exc.content_type)
         except Cancelled as exc:
             self._cancelled(exc.reason, outcome)
         else:
             outcome.status = ExecutionStatus.SUCCEEDED
-            outcome.result = _result(outcome.attempts, response.status_code, response.body)
+            outcome.result = _result(outcome.attempts, response.status_code, response.body, response.content_type)
         scrub_outcome(outcome, credential)
 
     def _attempts(self, connector: connectors.Connector, config: dict[str, Any], token: CancelToken,
@@ -175,6 +196,9 @@ class Runner:
                 if not exc.retryable or outcome.attempts >= self._retry.max_attempts:
                     raise
                 delay = self._retry.delay(outcome.attempts, exc.retry_after, self._rand)
+                refusal = wait_too_long(exc, delay, token)
+                if refusal is not None:
+                    raise refusal from exc
                 self._metrics.retries.labels(action_type=outcome.action_type).inc()
                 self._log("execution retried", ExecutionStatus.RUNNING, outcome, 0.0,
                           error=_clean(scrub(exc.message, credential)), delay_s=round(delay, 3))

@@ -69,6 +69,7 @@ def workflow_from(row: sqlite3.Row) -> Workflow:
         secret=row["secret"],
         schedule=from_json(row["schedule"]),
         credential_id=row["credential_id"],
+        signature_scheme=row["signature_scheme"],
     )
 
 

@@ -99,8 +99,8 @@ class Store(ABC):
 
     @abstractmethod
     def update_workflow(self, workflow: Workflow) -> Workflow | None:
-        """Replace the mutable fields (name, types, config, enabled, secret, updated_at) of the workflow
-        with this id AND tenant_id; None if there is none."""
+        """Replace the mutable fields (name, types, config, enabled, secret, signature_scheme, updated_at)
+        of the workflow with this id AND tenant_id; None if there is none."""
 
     @abstractmethod
     def delete_workflow(self, tenant_id: str, workflow_id: str, *, now: datetime) -> bool:

@@ -183,6 +183,7 @@ class MemoryStore(MemoryCredentialsMixin, Store):
                 config=_json_copy(workflow.config),
                 enabled=workflow.enabled,
                 secret=workflow.secret,
+                signature_scheme=workflow.signature_scheme,
                 updated_at=workflow.updated_at,
                 schedule=_json_copy(workflow.schedule),
                 credential_id=workflow.credential_id,

@@ -178,10 +178,11 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
             row = _one(
                 conn,
                 "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
-                " secret, created_at, updated_at, schedule, credential_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                " secret, created_at, updated_at, signature_scheme, schedule, credential_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config),
-                 int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at), _schedule(w), w.credential_id),
+                 int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at), w.signature_scheme,
+                 _schedule(w), w.credential_id),
             )
             return rows.workflow_from(row)
 
@@ -204,10 +205,10 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
             row = _one(
                 conn,
                 "UPDATE workflows SET name = ?, trigger_type = ?, action_type = ?, config = ?, enabled = ?,"
-                " secret = ?, updated_at = ?, schedule = ?, credential_id = ?"
+                " secret = ?, updated_at = ?, signature_scheme = ?, schedule = ?, credential_id = ?"
                 " WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL RETURNING *",
                 (w.name, w.trigger_type, w.action_type, to_json(w.config), int(w.enabled), w.secret,
-                 to_ts(w.updated_at), _schedule(w), w.credential_id, w.id, w.tenant_id),
+                 to_ts(w.updated_at), w.signature_scheme, _schedule(w), w.credential_id, w.id, w.tenant_id),
             )
             return rows.workflow_from(row) if row else None
 
