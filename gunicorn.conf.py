@@ -17,8 +17,13 @@ Shutdown, as gunicorn 27's gthread worker does it (read in gunicorn/arbiter.py, 
   done, so stop the whole process group (or wait for the old workers) before starting again.
 - worker_exit can also run in the master (a worker that vanished before a signal reached it):
   that copy of the worker never loaded the app, so it has no `wsgi`.
-- The master imports the `app` package (for its log formatter), so a HUP reload does not pick
-  up changed code under app/: deploy with a restart (or USR2).
+
+Reload (HUP to the master) loads new code: the master re-reads this file, forks new workers, which
+import `app` afresh (the master never imports it: it only needs serving/, which a HUP does not
+reload), and stops the old ones as SIGTERM does: their requests are answered, their running
+executions finish within graceful_timeout or are handed back and adopted by the new workers. The
+listening socket stays open in the master throughout, so no connection is refused. Why gunicorn >= 27
+and not `--reuse-port` for reloads: serving/worker.py, after the upstream reports it looked into.
 """
 from __future__ import annotations
 
@@ -49,10 +54,10 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
-# Prometheus multiprocess mode must be on before anything in the master imports prometheus_client:
-# it picks its value class at import time, and the import of app.logutils below imports app (hence
-# app.metrics), long before on_starting runs. So the variable is set and the directory made here
-# (--check-config loads the app without on_starting); on_starting empties it.
+# Prometheus multiprocess mode must be on before anything imports prometheus_client: it picks its
+# value class at import time. The workers import it (with app) after fork, and --check-config loads
+# the app in this process without on_starting, so the variable is set and the directory made here;
+# on_starting empties it.
 def _remove_directory(path: str, owner_pid: int) -> None:
     if os.getpid() == owner_pid:  # workers inherit atexit handlers through fork
         shutil.rmtree(path, ignore_errors=True)
@@ -64,9 +69,10 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     atexit.register(_remove_directory, os.environ["PROMETHEUS_MULTIPROC_DIR"], os.getpid())
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
-# Imported here rather than named as strings in logconfig_dict: an app package that fails to import
-# then stops gunicorn with its own traceback, not with "Unable to configure formatter 'json'".
-from app import logutils  # noqa: E402
+# Not `app`: the master must not import it (see the top). Imported rather than named as strings in
+# logconfig_dict, so that a failing import stops gunicorn with its own traceback.
+from serving import logformat  # noqa: E402
+from serving.worker import JsonErrorWorker  # noqa: E402
 
 bind = [address.strip() for address in os.environ.get("IPAAS_BIND", "").split(",") if address.strip()] \
     or [f"0.0.0.0:{_env_int('PORT', 8080)}"]
@@ -76,7 +82,7 @@ bind = [address.strip() for address in os.environ.get("IPAAS_BIND", "").split(",
 # writer, so more processes mean more write contention, not more throughput. A fixed default, not
 # os.cpu_count(), which reports the host's cores inside a CPU-limited container.
 workers = _env_int("IPAAS_PROCESSES", 2)
-worker_class = "gthread"
+worker_class = JsonErrorWorker  # gthread whose own error responses (414, 431, 400) are JSON
 threads = _env_int("IPAAS_THREADS", 8)  # concurrent requests per process; ?wait= holds one for <= 30 s
 
 # Time, from SIGTERM, for in-flight requests and then running executions to finish (see the top).
@@ -115,19 +121,19 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm
 control_socket_disable = True
 
 # Logging: every line is one JSON object with the fields of API.md. gunicorn.error propagates to
-# the root logger, whose one handler is app.logutils' (create_app's logutils.configure sees it and
-# adds none). gunicorn's access log is off: the app writes one JSON access line per request with
-# request_id and data.duration_ms (app/api/requestlog.py).
+# the root logger, whose one handler is made here (create_app's logutils.configure sees it in each
+# worker and adds the app's request and trace ids to it). gunicorn's access log is off: the app
+# writes one JSON access line per request with request_id and data.duration_ms (app/api/requestlog.py).
 loglevel = os.environ.get("IPAAS_LOG_LEVEL", "info").strip().lower() or "info"
 accesslog = None
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": logutils.Formatter}},
-    "filters": {"context": {"()": logutils.ContextFilter}},
+    "formatters": {"json": {"()": logformat.Formatter}},
+    "filters": {"service": {"()": logformat.ServiceFilter}},
     "handlers": {
         "stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                   "formatter": "json", "filters": ["context"]},
+                   "formatter": "json", "filters": ["service"]},
     },
     "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
     "loggers": {

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -16,13 +16,19 @@ from app.security.keys import load_secret_keys
 from app.security.ratelimit import TenantRateLimiter
 from app.services import Services
 from app.store import Store, create_store
+from app.tracing import Tracing, provider_from_env
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None = None,
-               engine: Engine | None = None) -> Flask:
-    """Build the service: config from defaults, IPAAS_* variables, then `test_config`."""
+               engine: Engine | None = None, tracer_provider: TracerProvider | None = None) -> Flask:
+    """Build the service: config from defaults, IPAAS_* variables, then `test_config`.
+
+    Tracing (app/tracing.py) uses `tracer_provider`, else one made from the OTEL_* variables, if set."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("IPAAS")
@@ -41,13 +47,16 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     box = SecretBox(app.config["SECRET_KEYS"])
     _upgrade_secrets(store, box)
     metrics = Metrics()
+    # Made here, after gunicorn's fork: an exporter's thread would not survive one.
+    tracing = Tracing(tracer_provider or provider_from_env())
+    tracing.instrument(app)
     if engine is None and app.config["START_ENGINE"]:
         from app.engine import create_engine
 
-        engine = create_engine(store, app.config, metrics)
+        engine = create_engine(store, app.config, metrics, tracing=tracing)
     limiter = TenantRateLimiter(store, rate=app.config["TENANT_RATE"], burst=app.config["TENANT_BURST"])
     app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config,
-                                       rate_limiter=limiter, box=box)
+                                       rate_limiter=limiter, box=box, tracing=tracing)
     if engine is not None and app.config["START_ENGINE"]:
         engine.start()
         scheduler = Scheduler(store, engine, tick=app.config["SCHEDULER_TICK"],
@@ -55,10 +64,11 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
         app.extensions["ipaas.scheduler"] = scheduler
         scheduler.start()
 
-    from app import cli
+    from app import cli, ui
     from app.api import register_api
 
     register_api(app)
+    ui.init_app(app)
     cli.init_app(app)
     return app
 
@@ -82,3 +92,4 @@ def shutdown_app(app: Flask, grace: float) -> None:
     if services.engine is not None:
         services.engine.shutdown(grace)
     services.store.shutdown()
+    services.tracing.shutdown()

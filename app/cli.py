@@ -5,10 +5,13 @@ import json
 from datetime import timedelta
 
 import click
+import requests
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from app import sender
 from app.api.serialize import execution_json
+from app.engine import retention
 from app.models import ExecutionStatus, User, isoformat, new_id, utcnow
 from app.security.apikeys import issue_key
 from app.security.crypto import UndecryptableSecret
@@ -19,6 +22,7 @@ users = AppGroup("users", help="Manage users.")
 keys = AppGroup("keys", help="Issue and revoke API keys.")
 workflows = AppGroup("workflows", help="Inspect workflows.")
 executions = AppGroup("executions", help="Inspect and purge executions.")
+webhooks = AppGroup("webhooks", help="Try workflows as a webhook sender would.")
 secrets = AppGroup("secrets", help="Manage the encryption of stored secrets.")
 
 
@@ -99,8 +103,14 @@ def list_executions(workflow_id: str | None, status: str | None, limit: int) -> 
 @executions.command("purge")
 @click.option("--older-than", "days", required=True, type=click.FloatRange(min=0), help="Age in days.")
 def purge_executions(days: float) -> None:
-    """Delete finished executions created more than DAYS days ago."""
-    removed = _services().store.purge_executions(before=utcnow() - timedelta(days=days))
+    """Delete finished executions created more than DAYS days ago, in batches of 500 (each a short
+    transaction, so a running service keeps writing meanwhile)."""
+    store, before, removed = _services().store, utcnow() - timedelta(days=days), 0
+    while True:
+        batch = store.purge_executions(before=before, limit=retention.BATCH)
+        removed += batch
+        if batch < retention.BATCH:
+            break
     click.echo(f"purged {removed} executions")
 
 
@@ -118,6 +128,35 @@ def rotate_secrets() -> None:
     click.echo(f"re-encrypted {count} stored secrets with the first key of IPAAS_SECRET_KEY")
 
 
+@webhooks.command("send")
+@click.argument("workflow_id")
+@click.option("--data", default=None, help="The JSON body to send (default {}).")
+@click.option("--file", "file", type=click.File("rb"), default=None, help="Send this file's bytes as the body.")
+@click.option("--url", "base_url", default="http://127.0.0.1:8080", show_default=True, envvar="IPAAS_URL",
+              help="The service's base URL (or IPAAS_URL).")
+@click.option("--secret", default=None, envvar="IPAAS_WEBHOOK_SECRET",
+              help="Sign per Standard Webhooks with this secret (or IPAAS_WEBHOOK_SECRET); whsec_ secrets are "
+                   "base64-decoded.")
+@click.option("--content-type", default="application/json", show_default=True)
+def send_webhook(workflow_id: str, data: str | None, file, base_url: str, secret: str | None,
+                 content_type: str) -> None:
+    """Post a test event to WORKFLOW_ID's webhook and print the status and body; exits 1 unless 2xx."""
+    if data is not None and file is not None:
+        raise click.UsageError("give --data or --file, not both")
+    try:
+        body = sender.event_body(data, file.read() if file is not None else None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--data") from None
+    try:
+        response = sender.send_event(base_url, workflow_id, body, secret=secret, content_type=content_type)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"no answer from {base_url}: {exc}") from None
+    click.echo(f"{response.status_code} {response.reason}")
+    click.echo(response.text)
+    if not 200 <= response.status_code < 300:
+        raise SystemExit(1)
+
+
 def init_app(app: Flask) -> None:
-    for command in (init_db, users, keys, workflows, executions, secrets):
+    for command in (init_db, users, keys, workflows, executions, webhooks, secrets):
         app.cli.add_command(command)

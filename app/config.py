@@ -16,6 +16,7 @@ DEFAULTS: dict[str, object] = {
     "BREAKER_FAILURES": 5,
     "BREAKER_RESET": 300.0,
     "LOG_LEVEL": "INFO",
+    "EXECUTION_RETENTION_DAYS": 30.0,  # finished executions older than this are purged; 0 keeps them
     # Not in the public contract: tuning knobs a user rarely needs, documented in README.
     "HTTP_TIMEOUT": 10.0,  # default per-request timeout of actions, seconds
     "RETRY_BASE_DELAY": 0.5,  # first retry backoff, seconds; doubles per attempt, with jitter
@@ -27,6 +28,12 @@ DEFAULTS: dict[str, object] = {
     # gunicorn.conf.py turns this on for its workers; CLI commands import the same app and must not
     # start a pool that would adopt and run executions.
     "START_ENGINE": False,
+    # Dashboard session cookie (Flask's own settings): not readable by scripts, not sent on cross-site
+    # POSTs. Set IPAAS_SESSION_COOKIE_SECURE=true when the dashboard is served over HTTPS.
+    "SESSION_COOKIE_NAME": "ipaas_session",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": False,
 }
 
 _TYPES = {key: type(value) for key, value in DEFAULTS.items()}

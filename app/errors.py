@@ -19,6 +19,16 @@ class BadRequest(AppError):
 
 class Unauthorized(AppError):
     status, code = 401, "unauthorized"
+    challenge: str | None = None  # the WWW-Authenticate header value, if any
+
+
+class BadApiKey(Unauthorized):
+    """No valid API key: answered with the RFC 6750 challenge `Bearer` (`error="invalid_token"`
+    when a key was sent but is unknown or revoked)."""
+
+    def __init__(self, message: str, *, sent: bool):
+        super().__init__(message)
+        self.challenge = 'Bearer realm="ipaas", error="invalid_token"' if sent else 'Bearer realm="ipaas"'
 
 
 class NotFound(AppError):

@@ -47,9 +47,16 @@ class Metrics:
 
     def render(self) -> bytes:
         """Render every metric, summed over all worker processes when running under gunicorn."""
+        return generate_latest(self._exported())
+
+    def current(self, name: str) -> float:
+        """The value /metrics exports for an unlabelled sample (a gauge such as ipaas_queue_length), 0 if none."""
+        return self._exported().get_sample_value(name) or 0.0
+
+    def _exported(self) -> CollectorRegistry:
         directory = multiprocess_dir()
         if directory is None:
-            return generate_latest(self.registry)
+            return self.registry
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)
-        return generate_latest(registry)
+        return registry

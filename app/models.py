@@ -133,6 +133,9 @@ class Execution:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     replay_of: str | None = None
+    # W3C traceparent of the span that accepted it (app/tracing.py): every run of it, recovered and
+    # redelivered ones too, continues that trace. None when tracing was off.
+    trace_context: str | None = None
 
     @property
     def duration_ms(self) -> int | None:

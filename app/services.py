@@ -4,18 +4,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from app import logutils, schedules, validation
+from app import logutils, overview, schedules, validation
 from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
+from app.security import apikeys
 from app.security.crypto import SecretBox
 from app.security.ratelimit import TenantRateLimiter
 from app.services_credentials import CredentialsMixin
 from app.store import Store
+from app.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 WAIT_POLL_SECONDS = 0.2
@@ -29,6 +31,7 @@ class Services(CredentialsMixin):
     config: Mapping[str, Any]
     rate_limiter: TenantRateLimiter
     box: SecretBox
+    tracing: Tracing = NO_TRACING
 
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
@@ -115,7 +118,7 @@ class Services(CredentialsMixin):
         execution = Execution(id=new_id("ex", now), tenant_id=workflow.tenant_id, workflow_id=workflow.id,
                               status=ExecutionStatus.QUEUED, trigger=trigger, payload=payload, created_at=now,
                               headers=headers or {}, query=query or {}, owner=engine.owner_id,
-                              replay_of=replay_of)
+                              replay_of=replay_of, trace_context=self.tracing.traceparent())
         with engine.slot(self.config["ENQUEUE_TIMEOUT"]) as slot:
             execution, created = self.store.create_execution(
                 execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"])
@@ -178,6 +181,21 @@ class Services(CredentialsMixin):
                 engine.cancel(execution.id, "client disconnected")
                 break
         return self.store.get_execution(execution.tenant_id, execution.id) or execution
+
+    # --- dashboard: sign-in and read-only summaries ---------------------------------------------------
+    def sign_in(self, key: str) -> Principal:
+        """Check an API key typed into the sign-in form, exactly as the API checks a bearer key."""
+        return apikeys.authenticate_key(self.store, key)
+
+    def session_principal(self, key_prefix: str) -> Principal:
+        """Re-check a signed-in session's key on each request: Unauthorized once it is revoked."""
+        return apikeys.principal_for_prefix(self.store, key_prefix)
+
+    def last_executions(self, principal: Principal, workflow_ids: list[str]) -> dict[str, Execution]:
+        return overview.last_executions(self.store, principal, workflow_ids)
+
+    def queue_overview(self, principal: Principal, *, now: datetime | None = None) -> overview.QueueOverview:
+        return overview.queue_overview(self.store, self.metrics, principal, now=now or utcnow())
 
     def _take_rate_token(self, tenant_id: str) -> None:
         try:

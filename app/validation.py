@@ -107,20 +107,29 @@ def _choice(field: str, value: Any, allowed: list[str]) -> str:
     return value
 
 
+def query_arg(args: Any, name: str) -> str | None:
+    """A query argument, None when absent; one that is sent empty (`?status=`) is a 422 naming it,
+    not "no filter": the caller meant something by it."""
+    value = args.get(name)
+    if value is not None and not value.strip():
+        raise ValidationFailed(f"{name} must not be empty: leave it out for no {name}", field=name)
+    return value
+
+
 def page_args(args: Any) -> tuple[int, str | None]:
     """Read ?limit= (1..200, default 50) and ?cursor= from query arguments."""
-    raw = args.get("limit", "50")
+    raw = query_arg(args, "limit") or "50"
     try:
         limit = int(raw)
     except ValueError:
         raise ValidationFailed(f"limit must be an integer from 1 to {LIMIT_MAX}, got {raw!r}", field="limit") from None
     if not 1 <= limit <= LIMIT_MAX:
         raise ValidationFailed(f"limit must be an integer from 1 to {LIMIT_MAX}, got {limit}", field="limit")
-    return limit, args.get("cursor") or None
+    return limit, query_arg(args, "cursor")
 
 
 def status_arg(value: str | None) -> ExecutionStatus | None:
-    if not value:
+    if value is None:
         return None
     return ExecutionStatus(_choice("status", value, [s.value for s in ExecutionStatus]))
 

@@ -112,8 +112,9 @@ class GunicornServer:
     """`gunicorn -c gunicorn.conf.py wsgi:app` on 127.0.0.1, its logs in files under tmp_path."""
 
     def __init__(self, env: Mapping[str, str | None] | None, tmp_path: Path, processes: int = 1, threads: int = 4,
-                 extra_args: Sequence[str] = (), *, port: int | None = None) -> None:
+                 extra_args: Sequence[str] = (), *, port: int | None = None, root: Path = ROOT) -> None:
         self.tmp_path = Path(tmp_path)
+        self.root = Path(root)  # the project directory gunicorn runs from (a copy, to test a reload)
         self.port = port or free_port()
         self.processes, self.threads, self.extra_args = processes, threads, tuple(extra_args)
         self.env = dict(env or {})
@@ -135,7 +136,7 @@ class GunicornServer:
         assert self.proc is None, "already started: use respawn() for a new server"
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *self.extra_args, "wsgi:app"]
         with open(self.stdout_path, "ab") as stdout, open(self.stderr_path, "ab") as stderr:
-            self.proc = subprocess.Popen(command, cwd=ROOT, env=self.full_env, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(command, cwd=self.root, env=self.full_env, stdin=subprocess.DEVNULL,
                                          stdout=stdout, stderr=stderr, start_new_session=True)
         _LIVE.add(self)
         try:
@@ -167,6 +168,10 @@ class GunicornServer:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def reload(self) -> None:
+        """Send SIGHUP to the master: gunicorn starts new workers and stops the old ones."""
+        self.proc.send_signal(signal.SIGHUP)
 
     def worker_pids(self) -> list[int]:
         """Return the pids of the master's live children (the workers)."""
@@ -226,7 +231,7 @@ class GunicornServer:
 
         Use it as a context manager (`with server.respawn() as again:`) so that it is stopped too."""
         settings = {"processes": self.processes, "threads": self.threads, "extra_args": self.extra_args,
-                    "port": self.port, **overrides}
+                    "port": self.port, "root": self.root, **overrides}
         return GunicornServer(self.env if env is None else env, self.tmp_path, **settings).start()
 
     # -- HTTP ------------------------------------------------------------------------------------

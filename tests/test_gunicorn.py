@@ -1,8 +1,10 @@
 """The service as deployed: gunicorn.conf.py + wsgi.py, real processes, real sockets, JSON logs."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -104,6 +106,40 @@ def test_gunicorn_unknown_path_is_a_json_404(start_server):
     assert response.headers["Content-Type"].startswith("application/json")
     error = response.json()["error"]
     assert isinstance(error["code"], str) and isinstance(error["message"], str)
+
+
+def raw_exchange(server: GunicornServer, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes on a new connection and read the whole answer (the server closes after an error)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes, status, code", [
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(200)) + b"\r\n", 431,
+     "request_header_fields_too_large"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n", 431, "request_header_fields_too_large"),
+    (b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
+])
+def test_gunicorn_own_error_responses_are_json(start_server, request_bytes, status, code):
+    server = start_server()
+
+    answer_status, headers, body = raw_exchange(server, request_bytes)
+
+    assert answer_status == status
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert error["code"] == code and error["message"]
+    assert server.request("GET", "/healthz").status == 200  # the worker lives on
 
 
 def start_forwarding(start_server, tmp_path, receiver, **kwargs):

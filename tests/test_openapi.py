@@ -9,7 +9,8 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 def app_operations(app) -> set[tuple[str, str]]:
     operations = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        # The dashboard's HTML pages (blueprint "ui") are for browsers, not API clients: README documents them.
+        if rule.endpoint == "static" or rule.endpoint.startswith("ui."):
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
         operations |= {(path, method.lower()) for method in rule.methods - IGNORED_METHODS}

@@ -436,6 +436,36 @@ def test_purge_deletes_only_old_terminal_executions(store, workflow):
     assert remaining == {old_queued.id, old_running.id, new_done.id}
 
 
+def test_purge_with_a_limit_deletes_the_oldest_first_in_batches(store, workflow):
+    done = []
+    for second in (5, 1, 3, 2, 4):
+        execution = make_running(store, workflow, "proc-a", second * 10)
+        store.finish_execution(execution.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(second * 10 + 2))
+        done.append((second, execution.id))
+    running = make_running(store, workflow, "proc-a", 0)
+    oldest = [execution_id for _, execution_id in sorted(done)]
+
+    assert store.purge_executions(before=at(45), limit=2) == 2
+    assert {e.id for e in store.list_executions(None, limit=10).items} == set(oldest[2:]) | {running.id}
+    assert store.purge_executions(before=at(45), limit=2) == 2
+    assert store.purge_executions(before=at(45), limit=2) == 0
+    assert {e.id for e in store.list_executions(None, limit=10).items} == {oldest[4], running.id}
+
+
+def test_purge_limit_below_one_is_refused(store):
+    with pytest.raises(ValueError):
+        store.purge_executions(before=at(0), limit=0)
+
+
+def test_trace_context_round_trips_with_the_execution(store, workflow):
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    execution = make_execution(store, workflow, 1, trace_context=traceparent)
+
+    assert store.get_execution(None, execution.id).trace_context == traceparent
+    assert store.claim_execution(execution.id, owner="proc-a", now=at(2)).trace_context == traceparent
+    assert make_execution(store, workflow, 3).trace_context is None
+
+
 # --- idempotency -----------------------------------------------------------------------------------
 def test_idempotency_key_repeat_returns_the_first_execution(store, workflow):
     first, created = store.create_execution(new_execution(workflow, 0), idempotency_key="evt-1", idempotency_ttl=60)

@@ -14,7 +14,8 @@ from typing import Callable
 import pytest
 
 from app.models import Execution, ExecutionStatus, User, Workflow, new_id
-from app.store import DuplicateError, migrations, MemoryStore, SqliteStore, StoreError, create_store
+from app.store import DuplicateError, MemoryStore, SqliteStore, StoreError, create_store, migrations
+from app.store._sqlite_db import MIGRATIONS
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 PROCESS_TIMEOUT = 60
@@ -116,8 +117,8 @@ def test_init_schema_is_idempotent_and_records_the_version(store, db_path):
     seed_workflow(store)
     store.init_schema()
     SqliteStore(db_path).init_schema()
-    versions = [(m.version,) for m in migrations.load("sqlite")]
-    assert [tuple(row) for row in store._db.read("SELECT version FROM schema_version")] == versions
+    recorded = [row[0] for row in store._db.read("SELECT version FROM schema_version ORDER BY version")]
+    assert recorded == [migration.version for migration in MIGRATIONS]
     assert store.get_workflow(None, "wf_1").name == "n"
 
 

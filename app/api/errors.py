@@ -7,7 +7,7 @@ import math
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from app.errors import AppError
+from app.errors import AppError, Unauthorized
 from app.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,11 @@ def error_response(status: int, code: str, message: str, *, field: str | None = 
 def init_app(app: Flask) -> None:
     @app.errorhandler(AppError)
     def app_error(error: AppError):
-        return error_response(error.status, error.code, error.message, field=error.field,
-                              retry_after=error.retry_after)
+        response = error_response(error.status, error.code, error.message, field=error.field,
+                                  retry_after=error.retry_after)
+        if isinstance(error, Unauthorized) and error.challenge:
+            response.headers["WWW-Authenticate"] = error.challenge
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

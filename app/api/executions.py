@@ -14,9 +14,9 @@ protect(bp)
 @bp.get("")
 def index():
     limit, cursor = validation.page_args(request.args)
-    page = services().list_executions(principal(), workflow_id=request.args.get("workflow_id") or None,
-                                      status=validation.status_arg(request.args.get("status")),
-                                      limit=limit, cursor=cursor)
+    status = validation.status_arg(validation.query_arg(request.args, "status"))
+    page = services().list_executions(principal(), workflow_id=validation.query_arg(request.args, "workflow_id"),
+                                      status=status, limit=limit, cursor=cursor)
     return jsonify(page_json(page, execution_json))
 
 

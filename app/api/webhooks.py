@@ -51,7 +51,7 @@ def receive(workflow_id: str):
     body = decode_content(raw, request.headers.get("Content-Encoding"), limit)
     payload = webhook_payload(body, request.mimetype, request.mimetype_params)
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
-                                    headers=redact_headers(dict(request.headers)),
+                                    headers=_recorded_headers(),
                                     query=collapse(request.args.lists()), idempotency_key=_idempotency_key(payload))
     if wait is None or not created:
         return jsonify({"execution_id": execution.id}), 202
@@ -67,6 +67,12 @@ def _verify(secret: str, scheme: str, raw: bytes) -> None:
     except SignatureError as error:
         log.warning("webhook signature refused", extra={"data": {"reason": error.message}})
         raise
+
+
+def _recorded_headers() -> dict[str, str]:
+    """The request's headers as the execution keeps them: names in lower case (as templates and most
+    gateways show them, and as HTTP/2 sends them), secret values redacted."""
+    return redact_headers({name.lower(): value for name, value in request.headers.items()})
 
 
 def _idempotency_key(payload: Any) -> str | None:

@@ -16,7 +16,8 @@ class MissingCredential(Exception):
 
 
 class CredentialResolver:
-    def __init__(self, store: Store, box: SecretBox):
+    def __init__(self, store: Store, box: SecretBox | None):
+        """`box` None (an engine built without SECRET_KEYS): executions that name a credential fail."""
         self._store = store
         self._box = box
 
@@ -25,6 +26,8 @@ class CredentialResolver:
         if credential_id is None:
             return None
         stored = self._store.get_credential(tenant_id, credential_id)
+        if self._box is None:
+            raise MissingCredential(f"credential {credential_id!r}: this engine has no secret keys to decrypt it")
         if stored is None:
             raise MissingCredential(f"credential {credential_id!r} was deleted")
         try:

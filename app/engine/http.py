@@ -24,6 +24,7 @@ from app.engine.watchdog import Watchdog
 from app.security.breaker import CircuitOpen, HostBreakers
 from app.security.redact import redact_text
 from app.security.ssrf import AddressPolicy, BlockedDestination
+from app.tracing import NO_TRACING, Tracing
 
 MAX_REDIRECTS = 5
 READ_LIMIT = 64 * 1024  # bytes of a response body kept; results show less, the rest is dropped
@@ -187,8 +188,9 @@ class HttpClient:
     `manager_factory(pool_size)` replaces engine/guarded.py's `guarded_pool_manager`."""
 
     def __init__(self, *, policy: AddressPolicy, breakers: HostBreakers, default_timeout: float, pool_size: int = 10,
-                 manager_factory: Callable[[int], PoolManager] | None = None):
+                 manager_factory: Callable[[int], PoolManager] | None = None, tracing: Tracing = NO_TRACING):
         self._policy = policy
+        self._tracing = tracing
         self._breakers = breakers
         self._default_timeout = default_timeout
         self._manager = (manager_factory or guarded_pool_manager)(pool_size)
@@ -238,9 +240,11 @@ class HttpClient:
         merged.update(headers or {})
         for _ in range(MAX_REDIRECTS + 1):
             # urllib3 retries nothing (the runner does) and follows no redirect (_redirect does).
-            answer = self._manager.urlopen(method, url, body=body, headers=merged, timeout=timeout, retries=False,
-                                           redirect=False, preload_content=False)
-            raw = _read_body(answer)
+            with self._tracing.client_request(method, url, merged) as span:
+                answer = self._manager.urlopen(method, url, body=body, headers=merged, timeout=timeout,
+                                               retries=False, redirect=False, preload_content=False)
+                self._tracing.record_response(span, answer.status)
+                raw = _read_body(answer)
             location = answer.get_redirect_location()
             if not location:
                 return HttpResponse(answer.status, answer.headers, _decode(raw, answer.headers))

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 from app.engine.base import Engine, EngineStats
 from app.engine.cancel import SHUTDOWN, CancelToken
 from app.engine.http import HttpClient
+from app.engine.retention import Retention
 from app.engine.runner import Runner
 from app.engine.supervisor import Supervisor, SupervisorTiming
 from app.errors import QueueFull, Unavailable
@@ -47,7 +48,7 @@ class _Slot:
 class BoundedExecutor(Engine):
     def __init__(self, store: Store, metrics: Metrics, runner: Runner, client: HttpClient, *, workers: int,
                  queue_size: int, timing: SupervisorTiming | None = None,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, retention: Retention | None = None):
         self.owner_id = runner.owner_id
         self.workers = workers
         self.capacity = workers + queue_size
@@ -63,7 +64,7 @@ class BoundedExecutor(Engine):
         self._queued = self._busy = self._dropped = 0
         self._closed = False  # no new slots
         self._stopped = False  # no new jobs: the pool is shutting down
-        self._supervisor = Supervisor(self, store, timing or SupervisorTiming(), clock=clock)
+        self._supervisor = Supervisor(self, store, timing or SupervisorTiming(), clock=clock, retention=retention)
 
     # --- admission ---------------------------------------------------------------------------------
     @contextmanager

@@ -20,6 +20,7 @@ from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, utcnow
 from app.security.redact import redact_text
 from app.store.base import Store, StoreError
+from app.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,10 @@ def _result(attempts: int, status_code: int | None, body: str | bytes | None,
 class Runner:
     def __init__(self, store: Store, metrics: Metrics, client: HttpClient, *, owner_id: str, job_timeout: float,
                  retry: RetryPolicy, credentials: CredentialResolver, clock: Callable[[], datetime] = utcnow,
-                 sleep: Sleep = CancelToken.wait, rand: Callable[[], float] = random.random):
+                 sleep: Sleep = CancelToken.wait, rand: Callable[[], float] = random.random,
+                 tracing: Tracing = NO_TRACING):
         self.owner_id = owner_id
+        self._tracing = tracing
         self._store = store
         self._credentials = credentials
         self._metrics = metrics
@@ -149,7 +152,8 @@ class Runner:
         if execution is None:
             log.debug("execution not claimed: cancelled or taken meanwhile")
             return
-        with logutils.bind(tenant_id=execution.tenant_id, workflow_id=execution.workflow_id):
+        with logutils.bind(tenant_id=execution.tenant_id, workflow_id=execution.workflow_id), \
+                self._tracing.execution(execution, outcome):
             self._perform(execution, token, outcome)
             if outcome.handed_back:
                 log.info("execution handed back: shutting down")
@@ -190,7 +194,8 @@ class Runner:
         while True:
             outcome.attempts += 1
             try:
-                return connector.execute(config, self._client, token, credential)
+                with self._tracing.attempt(outcome.attempts):
+                    return connector.execute(config, self._client, token, credential)
             except ActionError as exc:
                 token.check()
                 if not exc.retryable or outcome.attempts >= self._retry.max_attempts:

@@ -1,4 +1,5 @@
-"""The engine's supervisor thread: job deadlines, cross-process cancels, heartbeats, crash recovery.
+"""The engine's supervisor thread: job deadlines, cross-process cancels, heartbeats, crash recovery,
+and the retention purge (engine/retention.py) one batch per round.
 
 A cancel requested through another gunicorn process is only recorded in the store; polling
 `cancel_requests` here is how it reaches the job. Executions owned by a process that died (no
@@ -20,6 +21,7 @@ from app.store.base import Store, WorkerRecord
 
 if TYPE_CHECKING:
     from app.engine.pool import BoundedExecutor
+    from app.engine.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,9 @@ def pid_alive(pid: int) -> bool:
 
 class Supervisor:
     def __init__(self, engine: BoundedExecutor, store: Store, timing: SupervisorTiming, *,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, retention: Retention | None = None):
         self._engine = engine
+        self._retention = retention
         self._store = store
         self._timing = timing
         self._clock = clock
@@ -72,7 +75,7 @@ class Supervisor:
         self._rounds.stop()
 
     def tick(self) -> None:
-        """One round: expire deadlines, deliver store cancels, heartbeat and recover when due."""
+        """One round: expire deadlines, deliver store cancels, heartbeat and recover when due, purge."""
         tokens = self._engine.running_tokens()
         for token in tokens:
             token.expire()  # shuts down its sockets, so even a job blocked in a read times out
@@ -84,6 +87,8 @@ class Supervisor:
             self.heartbeat()
         if now >= self._next_recovery:
             self.recover()
+        if self._retention is not None:
+            self._retention.tick()
 
     def heartbeat(self) -> None:
         self._store.heartbeat(WorkerRecord(self._engine.owner_id, self._host, os.getpid(), self._clock()))

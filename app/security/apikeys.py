@@ -10,7 +10,7 @@ import re
 import secrets
 from datetime import datetime
 
-from app.errors import Unauthorized
+from app.errors import BadApiKey
 from app.models import ApiKey, Principal, User, new_id
 from app.store import Store
 
@@ -32,14 +32,33 @@ def issue_key(store: Store, user: User, *, now: datetime) -> str:
 
 
 def authenticate(store: Store, authorization: str | None) -> Principal:
-    """Resolve an `Authorization: Bearer <key>` header to its principal, or raise Unauthorized."""
+    """Resolve an `Authorization: Bearer <key>` header to its principal, or raise BadApiKey."""
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthorized("missing API key: send Authorization: Bearer <key>")
-    match = _KEY_RE.match(key.strip())
+        raise BadApiKey("missing API key: send Authorization: Bearer <key>", sent=False)
+    return authenticate_key(store, key)
+
+
+def authenticate_key(store: Store, key: str) -> Principal:
+    """Resolve an API key (the dashboard's sign-in form sends it bare) to its principal, or raise BadApiKey."""
+    key = key.strip()
+    match = _KEY_RE.match(key)
     record = store.get_api_key(match.group(1)) if match else None
     # Compare even when the prefix is unknown, so timing does not tell valid prefixes apart.
     expected = record.key_hash if record else hash_key("")
-    if not hmac.compare_digest(expected, hash_key(key.strip())) or record is None or record.revoked_at:
-        raise Unauthorized("invalid or revoked API key")
+    if not hmac.compare_digest(expected, hash_key(key)) or record is None or record.revoked_at:
+        raise BadApiKey("invalid or revoked API key", sent=True)
+    return _principal(record)
+
+
+def principal_for_prefix(store: Store, prefix: str) -> Principal:
+    """The principal of a key already proven once (a dashboard session keeps only its prefix, in a signed
+    cookie); BadApiKey (401) once the key is revoked or gone, which ends the session."""
+    record = store.get_api_key(prefix)
+    if record is None or record.revoked_at:
+        raise BadApiKey("the API key of this session was revoked", sent=True)
+    return _principal(record)
+
+
+def _principal(record: ApiKey) -> Principal:
     return Principal(tenant_id=record.tenant_id, user_id=record.user_id, key_prefix=record.prefix)

@@ -98,6 +98,7 @@ def execution_from(row: sqlite3.Row) -> Execution:
         started_at=from_ts(row["started_at"]),
         finished_at=from_ts(row["finished_at"]),
         replay_of=row["replay_of"],
+        trace_context=row["trace_context"],
     )
 
 
@@ -107,14 +108,15 @@ def execution_values(e: Execution) -> tuple[Any, ...]:
         e.id, e.tenant_id, e.workflow_id, ExecutionStatus(e.status).value, e.trigger, to_json(e.payload),
         to_json(e.headers), to_json(e.query), e.attempts, None if e.result is None else to_json(e.result),
         e.error, e.cancelled_by, e.owner, to_ts(e.created_at), to_ts(e.started_at), to_ts(e.finished_at),
-        e.replay_of,
+        e.replay_of, e.trace_context,
     )
 
 
 INSERT_EXECUTION = """
     INSERT INTO executions (id, tenant_id, workflow_id, status, "trigger", payload, headers, query, attempts,
-                            result, error, cancelled_by, owner, created_at, started_at, finished_at, replay_of)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+                            result, error, cancelled_by, owner, created_at, started_at, finished_at, replay_of,
+                            trace_context)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 
 def worker_from(row: sqlite3.Row) -> WorkerRecord:

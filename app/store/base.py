@@ -183,8 +183,9 @@ class Store(ABC):
         under one of `dead_owners`, oldest first: they become queued, owned by `owner`. Return them."""
 
     @abstractmethod
-    def purge_executions(self, *, before: datetime) -> int:
-        """Delete terminal executions created before `before`; return how many."""
+    def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
+        """Delete terminal executions created before `before`, oldest first, at most `limit` of them
+        (None: all); return how many. Small limits keep each transaction, and its write lock, short."""
 
     # --- process registry (crash recovery) ---------------------------------------------------------
     @abstractmethod

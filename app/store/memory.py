@@ -333,9 +333,13 @@ class MemoryStore(MemoryCredentialsMixin, Store):
             )[:limit]
             return [self._save(replace(e, status=QUEUED, owner=owner, started_at=None)) for e in orphans]
 
-    def purge_executions(self, *, before: datetime) -> int:
+    def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
+        if limit is not None:
+            check_limit(limit)
         with self._lock:
-            doomed = {e.id for e in self._executions.values() if e.status.terminal and e.created_at < before}
+            old = sorted((e for e in self._executions.values() if e.status.terminal and e.created_at < before),
+                         key=lambda e: (e.created_at, e.id))
+            doomed = {e.id for e in old[:limit]}
             for execution_id in doomed:
                 del self._executions[execution_id]
             self._idempotency = {k: v for k, v in self._idempotency.items() if v[0] not in doomed}

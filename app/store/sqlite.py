@@ -379,12 +379,27 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
         # RETURNING gives no order guarantee.
         return sorted(map(rows.execution_from, self._write(write)), key=lambda e: (e.created_at, e.id))
 
-    def purge_executions(self, *, before: datetime) -> int:
-        def write(conn: sqlite3.Connection) -> int:
-            sql = "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND created_at < ?"
-            return conn.execute(sql, (to_ts(before),)).rowcount
+    def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
+        if limit is None:
+            def write(conn: sqlite3.Connection) -> int:
+                sql = "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND created_at < ?"
+                return conn.execute(sql, (to_ts(before),)).rowcount
 
-        return self._write(write)
+            return self._write(write)
+        check_limit(limit)
+        # The batch is found by a read, which takes no lock: the write lock is held only to delete the
+        # rows by primary key (and their idempotency keys, by cascade), never for a scan of the table.
+        found = self._db.read("SELECT id FROM executions WHERE status NOT IN ('queued', 'running')"
+                              " AND created_at < ? ORDER BY created_at, id LIMIT ?", (to_ts(before), limit))
+        if not found:
+            return 0
+        ids = json.dumps([row["id"] for row in found])
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM executions WHERE status NOT IN ('queued', 'running')"
+                                " AND id IN (SELECT value FROM json_each(?))", (ids,)).rowcount
+
+        return self._write(delete)
 
     # --- process registry --------------------------------------------------------------------------
     def heartbeat(self, worker: WorkerRecord) -> None:

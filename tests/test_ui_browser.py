@@ -1,0 +1,192 @@
+"""The dashboard as a person uses it: headless Chromium against the real service under gunicorn.
+
+Sign in with a key the CLI made, create a workflow through the form, send it a webhook, watch the
+execution appear and succeed without a reload, open it, replay it, cancel a blocked one, sign out; and
+the same execution page without JavaScript. Screenshots of each main page land in tmp_path/screens."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.browser import chromium, start_chromium  # noqa: F401 (fixture)
+from tests.receiver import Receiver, Reply
+from tests.serverproc import ServerStack, create_user, wait_until
+
+pytestmark = pytest.mark.slow
+WAIT = 15.0  # seconds for anything the page shows by itself (polls are 1-2 s apart)
+
+
+def by_css(driver, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def all_css(driver, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def button(driver, label: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.XPATH, f"//button[normalize-space()='{label}']")
+
+
+def shoot(driver, tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "screens"
+    folder.mkdir(exist_ok=True)
+    driver.save_screenshot(str(folder / f"{name}.png"))
+
+
+def text(driver, selector: str) -> str:
+    """The element's text, or "" while a navigation or an htmx swap replaces it."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    try:
+        return by_css(driver, selector).text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def shows(driver, selector: str, wanted: str) -> None:
+    wait_until(lambda: wanted in text(driver, selector), WAIT, f"{selector} never showed {wanted!r}")
+
+
+def status_text(driver) -> str:
+    return text(driver, "#execution-status .status")
+
+
+def mark_page(driver) -> None:
+    """Tag the loaded document: the tag survives htmx swaps and disappears on any reload."""
+    driver.execute_script("window.ipaasNoReload = true")
+
+
+def still_same_page(driver) -> bool:
+    return driver.execute_script("return window.ipaasNoReload === true")
+
+
+@pytest.fixture
+def service(tmp_path):
+    with Receiver() as receiver, ServerStack(tmp_path, {"IPAAS_ALLOW_PRIVATE_NETWORKS": "true"}) as stack:
+        receiver.respond("/hook", Reply(200, body='{"ok": true}', headers={"Content-Type": "application/json"}))
+        receiver.respond("/slow", Reply(hang=True))
+        user = create_user(tmp_path, "ada@example.com", "acme")
+        yield stack.start(), receiver, user
+
+
+def test_ui_browser_sign_in_create_watch_replay_cancel_sign_out(chromium, service, tmp_path):
+    server, receiver, user = service
+    driver = chromium
+    driver.get(server.url("/"))
+    assert driver.current_url.startswith(server.url("/ui/login"))
+    shoot(driver, tmp_path, "01-login")
+    by_css(driver, "input[name=api_key]").send_keys(user.key)
+    button(driver, "Sign in").click()
+    shows(driver, "main", "No workflows yet.")
+    shoot(driver, tmp_path, "02-workflows-empty")
+
+    # Create a workflow through the form; a bad config first, to see the error beside the field.
+    driver.find_element("link text", "Create your first workflow").click()
+    by_css(driver, "#name").send_keys('Orders <b>to</b> "CRM"')
+    config = by_css(driver, "#config")
+    config.clear()
+    config.send_keys(json.dumps({"url": "ftp://nowhere"}))
+    button(driver, "Create workflow").click()
+    shows(driver, "#config-error", "config.url must be an http")
+    shoot(driver, tmp_path, "03-workflow-form-error")
+    config = by_css(driver, "#config")
+    config.clear()
+    config.send_keys(json.dumps({"url": receiver.url("/hook"), "body": {"order": "{{ payload.id }}"}}))
+    button(driver, "Create workflow").click()
+    shows(driver, "h1", 'Orders <b>to</b> "CRM"')
+    webhook_url = by_css(driver, "#webhook-url").get_attribute("value")
+    assert webhook_url.startswith(server.url("/api/webhooks/wf_"))
+    assert button(driver, "Copy").is_displayed()
+    shoot(driver, tmp_path, "04-workflow")
+
+    # Watch the executions list while a sender posts: the row appears and succeeds with no reload.
+    driver.find_element("link text", "all executions").click()
+    shows(driver, "main", "No execution matches these filters yet.")
+    mark_page(driver)
+    path = webhook_url[len(server.url("")):]
+    answer = server.request("POST", path, body={"id": "ord_1"})
+    assert answer.status == 202
+    execution_id = answer.json()["execution_id"]
+    row = f"#row-{execution_id}"
+    shows(driver, row, "succeeded")
+    assert still_same_page(driver), "the list was reloaded instead of refreshed"
+    assert receiver.requests("/hook")[0].json() == {"order": "ord_1"}
+    shoot(driver, tmp_path, "05-executions")
+
+    # Open it, then replay it: the new execution's page refreshes itself until it succeeds.
+    by_css(driver, f"{row} a[href$='{execution_id}']").click()
+    shows(driver, "#execution-id", execution_id)
+    assert status_text(driver) == "succeeded"
+    assert '"id": "ord_1"' in by_css(driver, "#payload").text
+    assert not [b for b in all_css(driver, "button") if b.text == "Cancel"]
+    shoot(driver, tmp_path, "06-execution")
+    button(driver, "Replay").click()
+    wait_until(lambda: text(driver, "#execution-id") not in ("", execution_id), WAIT, "replay did not open its page")
+    wait_until(lambda: status_text(driver) == "succeeded", WAIT, "the replay never showed as succeeded")
+    assert f"replay of {execution_id}" in by_css(driver, "dl.facts").text
+    receiver.wait_for(2, path="/hook")
+
+    # A workflow whose destination never answers: run it now, watch it run, cancel it.
+    server.request("POST", "/api/workflows", headers=user.auth, body={
+        "name": "slow partner", "trigger_type": "manual", "action_type": "http_request",
+        "config": {"url": receiver.url("/slow")}})
+    driver.get(server.url("/ui/workflows"))
+    driver.find_element("link text", "slow partner").click()
+    shows(driver, "h1", "slow partner")
+    button(driver, "Run now").click()
+    receiver.wait_for(1, path="/slow")
+    wait_until(lambda: status_text(driver) == "running", WAIT, "the blocked execution never showed as running")
+    shoot(driver, tmp_path, "07-execution-running")
+    button(driver, "Cancel").click()
+    wait_until(lambda: status_text(driver) == "cancelled", WAIT, "the blocked execution was not cancelled")
+    assert not [b for b in all_css(driver, "button") if b.text == "Cancel"]
+
+    driver.get(server.url("/ui/queue"))
+    shows(driver, "#workers-busy", "0")
+    shows(driver, "main", "Recent failures")
+    shoot(driver, tmp_path, "08-queue")
+    driver.get(server.url("/ui/workflows"))
+    shoot(driver, tmp_path, "09-workflows")
+    driver.set_window_size(390, 844)  # a phone
+    driver.get(server.url("/ui/executions"))
+    shoot(driver, tmp_path, "10-executions-phone")
+    driver.set_window_size(1280, 900)
+
+    button(driver, "Sign out").click()
+    shows(driver, "main", "Signed out.")
+    driver.get(server.url("/ui/workflows"))
+    assert driver.current_url.startswith(server.url("/ui/login"))
+
+
+def test_ui_browser_without_javascript_reads_and_refreshes(service, tmp_path):
+    server, receiver, user = service
+    created = server.request("POST", "/api/workflows", headers=user.auth, body={
+        "name": "slow partner", "trigger_type": "webhook", "action_type": "http_request",
+        "config": {"url": receiver.url("/slow")}})
+    workflow_id = created.json()["id"]
+    driver = start_chromium(tmp_path / "nojs-profile", javascript=False)
+    try:
+        driver.get(server.url("/ui/login"))
+        by_css(driver, "input[name=api_key]").send_keys(user.key)
+        button(driver, "Sign in").click()
+        shows(driver, "h1", "Workflows")
+        execution_id = server.request("POST", f"/api/webhooks/{workflow_id}", body={"n": 1}).json()["execution_id"]
+        receiver.wait_for(1, path="/slow")
+        driver.get(server.url(f"/ui/executions/{execution_id}"))
+        assert status_text(driver) == "running"
+        assert button(driver, "Cancel").is_displayed()
+        receiver.release()  # the destination answers: the page reloads itself (meta refresh) until it ends
+        wait_until(lambda: status_text(driver) == "succeeded", WAIT, "the page without JS never showed the end")
+        button(driver, "Replay").click()  # a plain form post
+        wait_until(lambda: text(driver, "#execution-id") not in ("", execution_id), WAIT, "replay without JS failed")
+    finally:
+        driver.quit()
