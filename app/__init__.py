@@ -42,7 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     app.config["SECRET_KEYS"] = load_secret_keys(app.config.get("SECRET_KEY"), app.instance_path)
     app.secret_key = app.config["SECRET_KEYS"][0]
 
-    store = store or create_store(app.config["DATABASE_URL"])
+    store = store or create_store(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"])
     store.init_schema()
     box = SecretBox(app.config["SECRET_KEYS"])
     _upgrade_secrets(store, box)

@@ -17,6 +17,7 @@ from app.security.apikeys import issue_key
 from app.security.crypto import UndecryptableSecret
 from app.services import Services
 from app.store import DuplicateError
+from app.worker_command import worker
 
 users = AppGroup("users", help="Manage users.")
 keys = AppGroup("keys", help="Issue and revoke API keys.")
@@ -94,8 +95,9 @@ def list_executions(workflow_id: str | None, status: str | None, limit: int) -> 
     """List executions of every tenant, newest first, one JSON object per line."""
     page = _services().store.list_executions(None, workflow_id=workflow_id, limit=limit,
                                              status=ExecutionStatus(status) if status else None)
+    steps = _services().steps_of(None, page.items)
     for execution in page.items:
-        body = execution_json(execution)
+        body = execution_json(execution, steps[execution.id])
         body.pop("payload"), body.pop("headers"), body.pop("query")
         click.echo(json.dumps(body))
 
@@ -158,5 +160,5 @@ def send_webhook(workflow_id: str, data: str | None, file, base_url: str, secret
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, users, keys, workflows, executions, webhooks, secrets):
+    for command in (init_db, users, keys, workflows, executions, webhooks, worker, secrets):
         app.cli.add_command(command)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 DEFAULTS: dict[str, object] = {
     "DATABASE_URL": "sqlite:///instance/ipaas.sqlite3",
+    "DB_POOL_SIZE": 10,  # PostgreSQL: connections per process at most
     "WORKERS": 10,
     "QUEUE_SIZE": 100,
     "ENQUEUE_TIMEOUT": 5.0,
@@ -17,11 +18,16 @@ DEFAULTS: dict[str, object] = {
     "BREAKER_RESET": 300.0,
     "LOG_LEVEL": "INFO",
     "EXECUTION_RETENTION_DAYS": 30.0,  # finished executions older than this are purged; 0 keeps them
+    # Distributed mode (engine/distributed.py): unset runs executions in the web processes' own pool.
+    "BROKER_URL": "",
+    "GRACEFUL_TIMEOUT": 30,  # seconds a stopping worker process gives running executions (as gunicorn's)
+    "WORKER_METRICS_PORT": 0,  # `worker` serves its processes' metrics on this port; 0: not served
     # Not in the public contract: tuning knobs a user rarely needs, documented in README.
     "HTTP_TIMEOUT": 10.0,  # default per-request timeout of actions, seconds
     "RETRY_BASE_DELAY": 0.5,  # first retry backoff, seconds; doubles per attempt, with jitter
     "RETRY_MAX_DELAY": 30.0,
     "IDEMPOTENCY_TTL": 86400.0,
+    "REQUEUE_AFTER": 10.0,  # seconds an unowned queued execution waits before the sweeper enqueues it again
     "SCHEDULER_TICK": 1.0,  # seconds between the scheduler's rounds: a slot fires within this
     # Test-only: seconds added to the scheduler's clock, so a real-process test sees a slot due at once.
     "SCHEDULER_CLOCK_OFFSET": 0.0,

@@ -31,6 +31,8 @@ class Metrics:
                                   ["status", "action_type"], registry=r)
         self.execution_duration = Histogram("ipaas_execution_duration_seconds", "Time from start to outcome.",
                                             ["action_type"], buckets=_DURATION_BUCKETS, registry=r)
+        self.step_duration = Histogram("ipaas_step_duration_seconds", "Time one step ran, its retries included.",
+                                       ["action_type"], buckets=_DURATION_BUCKETS, registry=r)
         self.jobs_dropped = Counter("ipaas_jobs_dropped_total", "Webhooks refused with 503: queue full.",
                                     registry=r)
         self.webhooks_received = Counter("ipaas_webhooks_received_total", "Webhook requests by answer status.",
@@ -42,6 +44,8 @@ class Metrics:
         self.circuit_state = Gauge("ipaas_circuit_state",
                                    "Circuit per destination host: 0 closed, 1 open, 2 half-open.",
                                    ["host"], registry=r, multiprocess_mode="max")
+        self.backlog = Gauge("ipaas_backlog", "Executions recorded but not started, all processes together "
+                             "(distributed mode).", registry=r, multiprocess_mode="livemostrecent")
         self.rate_limited = Counter("ipaas_rate_limited_total", "Webhooks refused with 429 by the tenant rate limit.",
                                     registry=r)
 

@@ -29,6 +29,13 @@ def isoformat(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def duration_ms(started_at: datetime | None, finished_at: datetime | None) -> int | None:
+    """Milliseconds from start to finish, None until both are known."""
+    if started_at is None or finished_at is None:
+        return None
+    return int((finished_at - started_at).total_seconds() * 1000)
+
+
 class ExecutionStatus(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -83,8 +90,34 @@ class Principal:
     key_prefix: str
 
 
+MAIN_STEP = "main"  # the name of the one step of a workflow written with action_type + config
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action of a workflow; `condition` is a Jinja2 expression, `credential_id` names a credential."""
+
+    name: str
+    action_type: str
+    config: dict[str, Any]
+    condition: str | None = None
+    credential_id: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Whether this is the wave-1 form: the step `main`, no condition, no credential."""
+        return self.name == MAIN_STEP and self.condition is None and self.credential_id is None
+
+
 @dataclass(frozen=True)
 class Workflow:
+    """A trigger and its steps, run in order.
+
+    `steps` is the definition. A workflow given no steps, or just a plain step `main`, is the wave-1 form:
+    its one step is made from `action_type` + `config`, which win over an older `main` (so `replace(w,
+    config=...)` edits it). Otherwise `action_type` and `config` mirror the first step (stores keep them
+    in their NOT NULL columns), whatever was passed."""
+
     id: str
     tenant_id: str
     user_id: str
@@ -97,8 +130,56 @@ class Workflow:
     updated_at: datetime
     secret: str | None = None  # as stored: a Fernet token (security/crypto.py), never the plaintext
     signature_scheme: str = "auto"  # auto | standard | github | stripe | slack | shopify
-    schedule: dict[str, str] | None = None  # {"cron", "timezone"} when trigger_type is "schedule"
-    credential_id: str | None = None  # the credential the action uses (a one-step workflow)
+    steps: tuple[Step, ...] = ()
+    schedule: dict[str, str] | None = None  # {"cron", "timezone", "active_from"} for schedule triggers
+
+    def __post_init__(self) -> None:
+        steps = tuple(self.steps)
+        if not steps or (len(steps) == 1 and steps[0].plain):
+            steps = (Step(MAIN_STEP, self.action_type, self.config),)
+        else:
+            object.__setattr__(self, "action_type", steps[0].action_type)
+            object.__setattr__(self, "config", steps[0].config)
+        object.__setattr__(self, "steps", steps)
+
+    @property
+    def plain(self) -> bool:
+        """Whether the workflow is one plain step `main` (stores keep it as action_type + config alone)."""
+        return len(self.steps) == 1 and self.steps[0].plain
+
+
+class StepStatus(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def settled(self) -> bool:
+        """Done for good in its execution: a resumed or replayed run does not run it again."""
+        return self in (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step of an execution did. `result` is shown (secrets redacted, body cut); `output` is what
+    templates of later steps see as `steps.<name>` (kept as received, never shown)."""
+
+    name: str
+    position: int  # index of the step in the workflow when it was recorded
+    status: StepStatus
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    output: dict[str, Any] | None = None
+
+    @property
+    def duration_ms(self) -> int | None:
+        return duration_ms(self.started_at, self.finished_at)
 
 
 @dataclass(frozen=True)
@@ -139,9 +220,7 @@ class Execution:
 
     @property
     def duration_ms(self) -> int | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return duration_ms(self.started_at, self.finished_at)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import operator
 from collections.abc import Iterator
 from typing import Any
 
-from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, Undefined
-from jinja2.exceptions import SecurityError
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, Undefined, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
 from app.errors import ValidationFailed
@@ -113,7 +114,7 @@ def render(source: str, context: dict[str, Any], field: str = "template") -> str
 
 
 def strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Yield (field path, string) for every string leaf of a JSON value: config.body.user, config.blocks.0."""
+    """Yield (field path, string) for every string leaf of a JSON value: config.body.user, config.blocks[0]."""
     if isinstance(value, str):
         yield path, value
     elif isinstance(value, dict):
@@ -121,7 +122,7 @@ def strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from strings(item, f"{path}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from strings(item, f"{path}.{index}")
+            yield from strings(item, f"{path}[{index}]")
 
 
 def check_all(value: Any, path: str = "config") -> None:
@@ -137,7 +138,7 @@ def render_all(value: Any, context: dict[str, Any], path: str = "config") -> Any
     if isinstance(value, dict):
         return {key: render_all(item, context, f"{path}.{key}") for key, item in value.items()}
     if isinstance(value, list):
-        return [render_all(item, context, f"{path}.{index}") for index, item in enumerate(value)]
+        return [render_all(item, context, f"{path}[{index}]") for index, item in enumerate(value)]
     return value
 
 
@@ -151,3 +152,57 @@ def context_for(execution: Execution, workflow: Workflow) -> dict[str, Any]:
         "execution": {"id": execution.id, "trigger": execution.trigger,
                       "created_at": isoformat(execution.created_at)},
     }
+
+
+# --- step conditions and references ----------------------------------------------------------------
+def _expression_tree(source: str) -> nodes.Expr:
+    """Parse a Jinja2 expression (no braces) as Environment.compile_expression does."""
+    parser = Parser(_ENV, source, state="variable")
+    tree = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno, None, None)
+    return tree
+
+
+@functools.lru_cache(maxsize=1024)
+def _condition(source: str) -> Any:
+    return _ENV.compile_expression(source, undefined_to_none=True)
+
+
+def check_condition(source: str, field: str) -> None:
+    """Raise ValidationFailed naming `field` unless `source` is one valid Jinja2 expression."""
+    try:
+        _expression_tree(source)
+        _condition(source)
+    except TemplateSyntaxError as exc:
+        raise ValidationFailed(f"{field}: expression syntax error: {exc.message}", field=field) from None
+
+
+def condition_holds(source: str, context: dict[str, Any], field: str) -> bool:
+    """Evaluate a step's condition in the sandbox: False if it is false or undefined (a comparison with
+    an undefined value included); RenderError naming `field` for any other failure."""
+    try:
+        return bool(_condition(source)(**context))
+    except UndefinedError:
+        return False
+    # Evaluating runs user code: any failure is the condition's fault, reported as one typed error.
+    except Exception as exc:
+        raise RenderError(f"cannot evaluate {field}: {type(exc).__name__}: {exc}") from exc
+
+
+def referenced_steps(source: str, *, expression: bool = False) -> set[str]:
+    """Names of the steps a template (or, with `expression`, a condition) refers to as `steps.NAME` or
+    `steps["NAME"]`, found in Jinja2's syntax tree; the source must be valid (checked before)."""
+    if not expression and not is_template(source):
+        return set()
+    tree = _expression_tree(source) if expression else _ENV.parse(source)
+    names = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name == "steps" and target.ctx == "load"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            names.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            names.add(node.arg.value)
+    return names

@@ -5,13 +5,13 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from app import logutils, overview, schedules, validation
+from app import logutils, overview, schedules, step_rules, step_view, validation
 from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
-from app.models import Execution, ExecutionStatus, Page, Principal, Workflow, new_id, utcnow
+from app.models import Execution, ExecutionStatus, Page, Principal, StepRecord, Workflow, new_id, utcnow
 from app.security import apikeys
 from app.security.crypto import SecretBox
 from app.security.ratelimit import TenantRateLimiter
@@ -36,20 +36,19 @@ class Services(CredentialsMixin):
     # --- workflows ---------------------------------------------------------------------------------
     def create_workflow(self, principal: Principal, body: Any) -> Workflow:
         fields = validation.workflow_fields(body, partial=False)
-        validation.check_action(fields["action_type"], fields["config"])
+        steps = step_rules.workflow_steps(fields, None)
         scheme = fields.get("signature_scheme", "auto")
         validation.check_secret_for_scheme(fields.get("secret"), scheme)
         now = utcnow()
         secret = fields.get("secret")
         workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
                             name=fields["name"], trigger_type=fields["trigger_type"],
-                            action_type=fields["action_type"], config=fields["config"],
+                            action_type=steps[0].action_type, config=steps[0].config, steps=steps,
                             enabled=fields.get("enabled", True), secret=secret and self.box.encrypt(secret),
                             signature_scheme=scheme, created_at=now, updated_at=now,
-                            credential_id=fields.get("credential_id"),
                             schedule=schedules.stamp(None, fields.get("schedule"), enabled=True, now=now))
         validation.check_trigger(workflow.trigger_type, workflow.schedule)
-        self.check_credential(workflow)
+        self.check_credentials(workflow)
         return self.store.create_workflow(workflow)
 
     def get_workflow(self, principal: Principal, workflow_id: str) -> Workflow:
@@ -65,8 +64,9 @@ class Services(CredentialsMixin):
         """PUT replaces every field but `secret` (absent keeps it, null clears it); PATCH merges."""
         fields = validation.workflow_fields(body, partial=partial)
         current = self.get_workflow(principal, workflow_id)
+        steps = step_rules.workflow_steps(fields, current)
         if not partial:
-            fields = {"enabled": True, "signature_scheme": "auto", "schedule": None, "credential_id": None, **fields}
+            fields = {"enabled": True, "signature_scheme": "auto", "schedule": None, **fields}
         elif fields.get("trigger_type", "schedule") != "schedule":
             fields.setdefault("schedule", None)  # a PATCH away from schedule drops it
         # The secret's checks need its plaintext: the one sent, else the stored one decrypted.
@@ -74,13 +74,14 @@ class Services(CredentialsMixin):
         now = utcnow()
         if "secret" in fields:
             fields["secret"] = secret and self.box.encrypt(secret)
-        updated = replace(current, **fields, updated_at=now)
+        kept = {key: value for key, value in fields.items() if key not in ("steps", *step_rules.ACTION_FIELDS)}
+        updated = replace(current, **kept, action_type=steps[0].action_type, config=steps[0].config, steps=steps,
+                          updated_at=now)
         updated = replace(updated, schedule=schedules.stamp(current, updated.schedule, enabled=updated.enabled,
                                                              now=now))
-        validation.check_action(updated.action_type, updated.config)
         validation.check_secret_for_scheme(secret, updated.signature_scheme)
         validation.check_trigger(updated.trigger_type, updated.schedule)
-        self.check_credential(updated)
+        self.check_credentials(updated)
         stored = self.store.update_workflow(updated)
         if stored is None:
             raise NotFound(f"no workflow {workflow_id!r}")
@@ -100,8 +101,9 @@ class Services(CredentialsMixin):
 
     def ingest(self, workflow: Workflow, *, trigger: str, payload: Any, headers: dict[str, str] | None = None,
                query: dict[str, Any] | None = None, idempotency_key: str | None = None,
-               replay_of: str | None = None) -> tuple[Execution, bool]:
-        """Record a queued execution and hand it to the engine; return it and whether it is new.
+               replay_of: str | None = None, steps: Sequence[StepRecord] = ()) -> tuple[Execution, bool]:
+        """Record a queued execution (with `steps`: records of steps it starts after) and hand it to the
+        engine; return it and whether it is new.
 
         The slot is taken first so that a full queue refuses the request before anything is
         recorded: a 503 leaves no trace but the dropped counter. A repeat of an idempotency key is
@@ -121,7 +123,8 @@ class Services(CredentialsMixin):
                               replay_of=replay_of, trace_context=self.tracing.traceparent())
         with engine.slot(self.config["ENQUEUE_TIMEOUT"]) as slot:
             execution, created = self.store.create_execution(
-                execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"])
+                execution, idempotency_key=idempotency_key, idempotency_ttl=self.config["IDEMPOTENCY_TTL"],
+                steps=steps)
             if created:
                 slot.submit(execution.id)
         self._log_ingest(execution, workflow, created=created)
@@ -138,19 +141,44 @@ class Services(CredentialsMixin):
         workflow = self.get_workflow(principal, workflow_id)
         return self.ingest(workflow, trigger="manual", payload=payload)[0]
 
-    def replay(self, principal: Principal, execution_id: str) -> Execution:
+    def replay(self, principal: Principal, execution_id: str, *, from_failed: bool = False) -> Execution:
+        """Run the execution's payload again, every step; `from_failed`: keep the results of the steps that
+        succeeded (or were skipped) before the first that did not, and start there. Conflict if the
+        execution is still running or has no such step (it succeeded)."""
         original = self.get_execution(principal, execution_id)
         workflow = self.store.get_workflow(principal.tenant_id, original.workflow_id)
         if workflow is None:
             raise Conflict(f"workflow {original.workflow_id!r} of execution {execution_id!r} was deleted")
+        kept: list[StepRecord] = []
+        if from_failed:
+            if not original.status.terminal or original.status is ExecutionStatus.SUCCEEDED:
+                raise Conflict(f"execution {execution_id!r} is {original.status.value}: it has no failed step to "
+                               f"start from; replay it without ?from=failed to run every step again")
+            records = self.store.list_steps(principal.tenant_id, [original.id])[original.id]
+            for record in records:
+                if not record.status.settled:
+                    break
+                kept.append(record)
         return self.ingest(workflow, trigger="replay", payload=original.payload, headers=original.headers,
-                           query=original.query, replay_of=original.id)[0]
+                           query=original.query, replay_of=original.id, steps=kept)[0]
 
     def get_execution(self, principal: Principal, execution_id: str) -> Execution:
         execution = self.store.get_execution(principal.tenant_id, execution_id)
         if execution is None:
             raise NotFound(f"no execution {execution_id!r}")
         return execution
+
+    def steps_of(self, tenant_id: str | None, executions: Sequence[Execution]) -> dict[str, list[StepRecord]]:
+        """The steps the API shows for each execution (step_view), by execution id; tenant_id None: any."""
+        records = self.store.list_steps(tenant_id, [execution.id for execution in executions])
+        workflows: dict[str, Workflow | None] = {}
+        shown = {}
+        for execution in executions:
+            mine = records[execution.id]
+            if step_view.needs_workflow(execution, mine) and execution.workflow_id not in workflows:
+                workflows[execution.workflow_id] = self.store.get_workflow(tenant_id, execution.workflow_id)
+            shown[execution.id] = step_view.steps_view(execution, mine, workflows.get(execution.workflow_id))
+        return shown
 
     def list_executions(self, principal: Principal, *, workflow_id: str | None, status: ExecutionStatus | None,
                         limit: int, cursor: str | None) -> Page[Execution]:

@@ -75,28 +75,30 @@ class CredentialsMixin:
         using, cursor = [], None
         while True:
             page = self.store.list_workflows(tenant_id, limit=200, cursor=cursor)
-            using += [w for w in page.items if w.credential_id == credential_id]
+            using += [w for w in page.items if any(step.credential_id == credential_id for step in w.steps)]
             if page.next_cursor is None:
                 return using
             cursor = page.next_cursor
 
-    def check_credential(self, workflow: Workflow, field: str = "credential_id") -> None:
-        """The workflow's credential exists in its tenant and suits its action; 422 naming `field`.
-        Another tenant's credential is refused exactly like an unknown one."""
-        connector = connectors.get(workflow.action_type)
-        wanted = " or ".join(connector.credential_types)
-        if workflow.credential_id is None:
-            if connector.credential_required:
-                raise ValidationFailed(f"{workflow.action_type} needs a {field} of type {wanted}", field=field)
-            return
-        if not connector.credential_types:
-            raise ValidationFailed(f"{workflow.action_type} takes no credential", field=field)
-        credential = self.store.get_credential(workflow.tenant_id, workflow.credential_id)
-        if credential is None:
-            raise ValidationFailed(f"no credential {workflow.credential_id!r}", field=field)
-        if credential.type not in connector.credential_types:
-            raise ValidationFailed(f"{workflow.action_type} needs a credential of type {wanted}, "
-                                   f"{workflow.credential_id!r} is {credential.type}", field=field)
+    def check_credentials(self, workflow: Workflow) -> None:
+        """Each step's credential exists in the workflow's tenant and suits its action; 422 naming
+        `steps[i].credential_id`. Another tenant's credential is refused exactly like an unknown one."""
+        for index, step in enumerate(workflow.steps):
+            field = f"steps[{index}].credential_id"
+            connector = connectors.get(step.action_type)
+            wanted = " or ".join(connector.credential_types)
+            if step.credential_id is None:
+                if connector.credential_required:
+                    raise ValidationFailed(f"{step.action_type} needs a {field} of type {wanted}", field=field)
+                continue
+            if not connector.credential_types:
+                raise ValidationFailed(f"{field}: {step.action_type} takes no credential", field=field)
+            credential = self.store.get_credential(workflow.tenant_id, step.credential_id)
+            if credential is None:
+                raise ValidationFailed(f"{field}: no credential {step.credential_id!r}", field=field)
+            if credential.type not in connector.credential_types:
+                raise ValidationFailed(f"{field}: {step.action_type} needs a credential of type {wanted}, "
+                                       f"{step.credential_id!r} is {credential.type}", field=field)
 
     def reveal_secret(self, workflow: Workflow) -> str | None:
         """The plaintext of a workflow's signing secret, for checking a webhook's signature."""

@@ -118,6 +118,16 @@ class Tracing:
                     span.set_status(Status(StatusCode.ERROR, outcome.error or status))
 
     @contextmanager
+    def step(self, name: str, position: int) -> Iterator[None]:
+        """A span for one step of the execution (its attempts are its children)."""
+        if self._tracer is None:
+            yield
+            return
+        with self._tracer.start_as_current_span(f"step {name}", attributes={"ipaas.step.name": name,
+                                                                              "ipaas.step.position": position}):
+            yield
+
+    @contextmanager
     def attempt(self, number: int) -> Iterator[None]:
         """A span for one attempt of an action (an exception raised through it is recorded)."""
         if self._tracer is None:

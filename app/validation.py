@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import connectors, schedules
+from app import schedules
 from app.errors import BadRequest, ValidationFailed
 from app.models import ExecutionStatus, TriggerType
 from app.security.signatures import AUTO, SCHEMES, STANDARD, whsec_key
@@ -11,8 +11,8 @@ from app.security.signatures.standard import KEY_BYTES, WHSEC_PREFIX
 
 NAME_MAX = 200
 SECRET_MAX = 512
-WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "enabled", "secret", "signature_scheme",
-                   "schedule", "credential_id"}
+WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "steps", "enabled", "secret", "signature_scheme",
+                   "schedule"}
 # Clients often GET a workflow, edit it and PUT it back: fields the server owns are ignored, not refused.
 READ_ONLY_FIELDS = {"id", "created_at", "updated_at", "webhook_url", "has_secret", "next_run_at"}
 LIMIT_MAX = 200
@@ -31,8 +31,12 @@ def workflow_fields(body: Any, *, partial: bool) -> dict[str, Any]:
     if unknown:
         raise ValidationFailed(f"unknown field {unknown[0]!r}", field=unknown[0])
     fields = {key: body[key] for key in WORKFLOW_FIELDS if key in body}
+    if "steps" in fields:  # the null action_type and config of a workflow of several steps, sent back
+        fields = {key: value for key, value in fields.items() if key not in ("action_type", "config")
+                  or value is not None}
     if not partial:
-        for key in ("name", "trigger_type", "action_type", "config"):
+        for key in ("name", "trigger_type") if "steps" in fields else ("name", "trigger_type", "action_type",
+                                                                          "config"):
             if key not in fields:
                 raise ValidationFailed(f"{key} is required", field=key)
     if "name" in fields:
@@ -51,8 +55,6 @@ def workflow_fields(body: Any, *, partial: bool) -> dict[str, Any]:
         raise ValidationFailed("config must be a JSON object", field="config")
     if fields.get("schedule") is not None:
         fields["schedule"] = schedules.parse(fields["schedule"]).as_json()
-    if fields.get("credential_id") is not None and not isinstance(fields["credential_id"], str):
-        raise ValidationFailed("credential_id must be a string or null", field="credential_id")
     return fields
 
 
@@ -62,11 +64,6 @@ def check_trigger(trigger_type: str, schedule: dict[str, Any] | None) -> None:
         raise ValidationFailed("schedule is required when trigger_type is schedule", field="schedule")
     if trigger_type != TriggerType.SCHEDULE.value and schedule is not None:
         raise ValidationFailed(f"schedule is only for trigger_type schedule, not {trigger_type}", field="schedule")
-
-
-def check_action(action_type: str, config: dict[str, Any]) -> None:
-    """Validate an action's config as a whole (PATCH may change one and not the other)."""
-    connectors.validate(action_type, config)
 
 
 def check_secret_for_scheme(secret: str | None, scheme: str) -> None:

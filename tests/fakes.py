@@ -26,3 +26,40 @@ class FailingStore:
                 raise StoreError(self._message)
             return real(*args, **kwargs)
         return failing
+
+
+class RecordingQueue:
+    """Stands in for engine/broker.ExecutionQueue: records what is sent and published; `down` makes every
+    call fail as a lost Redis would; `lease_holder` is who holds every lease (None: free)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.cancels: list[tuple[str, str]] = []
+        self.down = False
+        self.lease_holder: str | None = None
+
+    def _check(self) -> None:
+        if self.down:
+            import redis
+
+            raise redis.ConnectionError("Connection refused")
+
+    def send(self, execution_id: str) -> None:
+        self._check()
+        self.sent.append(execution_id)
+
+    def ping(self) -> None:
+        self._check()
+
+    def publish_cancel(self, execution_id: str, by: str) -> None:
+        self._check()
+        self.cancels.append((execution_id, by))
+
+    def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
+        self._check()
+        if self.lease_holder is None:
+            self.lease_holder = holder
+        return self.lease_holder == holder
+
+    def close(self) -> None:
+        pass

@@ -1,4 +1,5 @@
-"""Run the real service under gunicorn (or its CLI) in tests, on a free port and a fresh SQLite file.
+"""Run the real service under gunicorn (or its CLI) in tests, on a free port and a fresh SQLite file
+(or the PostgreSQL database that an `IPAAS_DATABASE_URL` in the env passed in names).
 
     with GunicornServer({"IPAAS_WORKERS": "2"}, tmp_path, processes=2) as server:
         response = server.request("GET", "/healthz")
@@ -300,12 +301,24 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 
 
 def database_path(tmp_path: Path) -> Path:
-    """Return the SQLite file that servers and the CLI of this tmp_path use."""
+    """Return the SQLite file that servers and the CLI of this tmp_path use (unless their env names
+    another IPAAS_DATABASE_URL)."""
     return Path(tmp_path) / "ipaas.sqlite3"
 
 
-def query_database(tmp_path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run one query on the test's database through a read-only connection (servers may be running)."""
+def query_database(tmp_path: Path, sql: str, params: Sequence[Any] = (), *,
+                   url: str | None = None) -> list[tuple[Any, ...]]:
+    """Run one query on the test's database in a read-only transaction (servers may be running): the
+    SQLite file of tmp_path, or the PostgreSQL database at `url`. Placeholders are the driver's:
+    `?` for SQLite, `%s` for PostgreSQL."""
+    if url is not None:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("query_database(url=...) takes a PostgreSQL URL; SQLite is found by tmp_path")
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=5) as connection:
+            connection.read_only = True
+            return connection.execute(sql, params).fetchall()
     connection = sqlite3.connect(f"file:{database_path(tmp_path)}?mode=ro", uri=True, timeout=5.0)
     try:
         return connection.execute(sql, params).fetchall()
@@ -325,9 +338,10 @@ class CliUser:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def create_user(tmp_path: Path, email: str, tenant: str) -> CliUser:
-    """Create a user, its tenant if missing and the schema in the test's database, with the CLI."""
-    created = run_cli(["users", "create", email, "--tenant", tenant], None, tmp_path)
+def create_user(tmp_path: Path, email: str, tenant: str, env: Mapping[str, str | None] | None = None) -> CliUser:
+    """Create a user, its tenant if missing and the schema in the test's database (or the one `env`'s
+    IPAAS_DATABASE_URL names), with the CLI."""
+    created = run_cli(["users", "create", email, "--tenant", tenant], env, tmp_path)
     if created.returncode != 0:
         raise AssertionError(f"users create exited with {created.returncode}: {created.stderr}")
     user_id = re.search(r"created user (\S+)", created.stdout)

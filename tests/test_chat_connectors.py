@@ -59,7 +59,7 @@ def test_teams_sends_a_given_card_as_it_is(receiver, make_client):
     ("discord_message", {"webhook_url": "https://d.test/x", "embeds": [{}] * 11}, "config.embeds"),
     ("discord_message", {"webhook_url": "https://d.test/x", "content": 5}, "config.content"),
     ("discord_message", {"webhook_url": "https://d.test/x", "content": "x", "tts": True}, "config.tts"),
-    ("discord_message", {"webhook_url": "https://d.test/x", "embeds": [{"title": "{{ x"}]}, "config.embeds.0.title"),
+    ("discord_message", {"webhook_url": "https://d.test/x", "embeds": [{"title": "{{ x"}]}, "config.embeds[0].title"),
     ("teams_message", {"webhook_url": "https://t.test/x"}, "config.text"),
     ("teams_message", {"webhook_url": "https://t.test/x", "text": "a", "card": {"type": "AdaptiveCard"}},
      "config.text"),
@@ -67,7 +67,7 @@ def test_teams_sends_a_given_card_as_it_is(receiver, make_client):
     ("teams_message", {"webhook_url": "https://t.test/x", "text": ["a"]}, "config.text"),
     ("teams_message", {"webhook_url": "https://t.test/x", "card": {"type": "AdaptiveCard",
                                                                    "body": [{"text": "{% if %}"}]}},
-     "config.card.body.0.text"),
+     "config.card.body[0].text"),
 ])
 def test_bad_chat_configs_are_refused_naming_the_field(action_type, config, field):
     with pytest.raises(ValidationFailed) as caught:

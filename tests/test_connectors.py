@@ -31,7 +31,7 @@ HTTP = {"url": "https://api.example.com/items", "method": "PUT", "headers": {"X-
     ("slack_message", {**SLACK, "blocks": {"type": "section"}}, "config.blocks"),
     ("slack_message", {**SLACK, "colour": "red"}, "config.colour"),
     ("slack_message", {**SLACK, "text": "{{ payload.user "}, "config.text"),
-    ("slack_message", {**SLACK, "blocks": [{"text": {"text": "{% if %}"}}]}, "config.blocks.0.text.text"),
+    ("slack_message", {**SLACK, "blocks": [{"text": {"text": "{% if %}"}}]}, "config.blocks[0].text.text"),
     ("http_request", {}, "config.url"),
     ("http_request", {"url": "file:///etc/passwd"}, "config.url"),
     ("http_request", {"url": "http://"}, "config.url"),

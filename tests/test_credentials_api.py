@@ -18,11 +18,10 @@ def make(client, account, kind="http_header", data=None, name="key"):
 
 
 def http_workflow(credential_id=None, **fields):
-    body = {"name": "call", "trigger_type": "webhook", "action_type": "http_request",
-            "config": {"url": "https://api.example.com/x"}, **fields}
-    if credential_id is not None:
-        body["credential_id"] = credential_id
-    return body
+    """A workflow of one http_request step; with a credential it is written as steps, as it must be."""
+    step = {"name": "main", "action_type": "http_request", "config": {"url": "https://api.example.com/x"},
+            "credential_id": credential_id}
+    return {"name": "call", "trigger_type": "webhook", "steps": [step], **fields}
 
 
 def test_create_shows_no_data(client, account):
@@ -86,18 +85,24 @@ def test_bad_credentials_are_refused_naming_the_field(client, account, body, fie
 def test_a_workflow_names_a_credential_of_its_tenant_and_type(client, account, other_account):
     mine = make(client, account)
     response = client.post("/api/workflows", json=http_workflow(mine["id"]), headers=account.headers)
-    assert response.status_code == 201 and response.get_json()["credential_id"] == mine["id"]
+    assert response.status_code == 201 and response.get_json()["steps"][0]["credential_id"] == mine["id"]
     smtp = make(client, account, "smtp", SMTP)
     theirs = make(client, other_account)
     for credential_id, why in ((theirs["id"], "no credential"), ("cr_nope", "no credential"),
                                (smtp["id"], "http_header or http_basic")):
         refused = client.post("/api/workflows", json=http_workflow(credential_id), headers=account.headers)
         error = refused.get_json()["error"]
-        assert refused.status_code == 422 and error["field"] == "credential_id" and why in error["message"]
-    slack = {"name": "s", "trigger_type": "webhook", "action_type": "slack_message", "credential_id": mine["id"],
-             "config": {"webhook_url": "https://hooks.slack.com/services/T/B/X", "text": "hi"}}
-    assert client.post("/api/workflows", json=slack, headers=account.headers).get_json()["error"]["field"] == \
-        "credential_id"
+        assert refused.status_code == 422 and error["field"] == "steps[0].credential_id" and why in error["message"]
+    slack = {"name": "s", "trigger_type": "webhook", "steps": [
+        http_workflow()["steps"][0],
+        {"name": "tell", "action_type": "slack_message", "credential_id": mine["id"],
+         "config": {"webhook_url": "https://hooks.slack.com/services/T/B/X", "text": "hi"}}]}
+    refused = client.post("/api/workflows", json=slack, headers=account.headers)
+    assert refused.status_code == 422 and refused.get_json()["error"]["field"] == "steps[1].credential_id"
+    email = {"name": "e", "trigger_type": "webhook", "action_type": "email",
+             "config": {"to": "a@example.com", "subject": "s", "text": "t"}}
+    refused = client.post("/api/workflows", json=email, headers=account.headers)  # email needs a credential
+    assert refused.status_code == 422 and refused.get_json()["error"]["field"] == "steps[0].credential_id"
 
 
 def test_a_credential_in_use_cannot_be_deleted_or_change_type(client, account):
@@ -109,7 +114,7 @@ def test_a_credential_in_use_cannot_be_deleted_or_change_type(client, account):
     assert refused.status_code == 409 and workflow["id"] in refused.get_json()["error"]["message"]
     changed = client.put(url, json={"name": "b", "type": "http_basic", "data": BASIC}, headers=account.headers)
     assert changed.status_code == 409
-    client.patch(f"/api/workflows/{workflow['id']}", json={"credential_id": None}, headers=account.headers)
+    client.patch(f"/api/workflows/{workflow['id']}", json=http_workflow(None), headers=account.headers)
     assert client.delete(url, headers=account.headers).status_code == 204
 
 

@@ -81,7 +81,7 @@ def test_check_all_names_the_path_of_a_nested_bad_template():
     config = {"url": "https://x.example", "body": {"items": [{"text": "fine"}, {"text": "{{ oops"}]}}
     with pytest.raises(ValidationFailed) as caught:
         rendering.check_all(config)
-    assert caught.value.field == "config.body.items.1.text"
+    assert caught.value.field == "config.body.items[1].text"
 
 
 def test_render_all_renders_every_string_leaf_and_keeps_other_values():

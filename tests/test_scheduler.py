@@ -161,9 +161,9 @@ def test_a_scheduled_workflow_emails_a_report(app, account):
         workflow = client.post("/api/workflows", headers=account.headers, json={
             "name": "daily report", "trigger_type": "schedule",
             "schedule": {"cron": "0 8 * * 1-5", "timezone": "Europe/Berlin"},
-            "action_type": "email", "credential_id": credential["id"],
-            "config": {"to": "team@example.com", "subject": "Report for {{ payload.scheduled_at }}",
-                       "text": "Good morning"}}).get_json()
+            "steps": [{"name": "main", "action_type": "email", "credential_id": credential["id"],
+                       "config": {"to": "team@example.com", "subject": "Report for {{ payload.scheduled_at }}",
+                                  "text": "Good morning"}}]}).get_json()
         slot = next_slot(workflow)
         assert workflow["next_run_at"] == schedules.scheduled_at(slot).replace("Z", ".000Z")
         [execution] = scheduler_for(app, Clock(slot + timedelta(seconds=1))).tick()

@@ -55,8 +55,9 @@ def test_plaintext_secrets_appear_nowhere(tmp_path, receiver):
             answers.append(made)
         credential_id = answers[0].json()["id"]
         workflow = server.request("POST", "/api/workflows", headers=user.auth, body={
-            "name": "call", "trigger_type": "webhook", "action_type": "http_request", "secret": WORKFLOW_SECRET,
-            "credential_id": credential_id, "config": {"url": receiver.url("/api"), "body": {"n": 1}}})
+            "name": "call", "trigger_type": "webhook", "secret": WORKFLOW_SECRET, "steps": [
+                {"name": "main", "action_type": "http_request", "credential_id": credential_id,
+                 "config": {"url": receiver.url("/api"), "body": {"n": 1}}}]})
         assert workflow.status == 201
         workflow_id = workflow.json()["id"]
         body = b'{"event": "paid"}'

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from app.models import ApiKey, Execution, ExecutionStatus, Tenant, User, Workflow, new_id
-from app.store import DuplicateError, MemoryStore, SqliteStore, Store, WorkerRecord
+from app.models import ApiKey, Execution, ExecutionStatus, Step, StepRecord, StepStatus, Tenant, User, Workflow, new_id
+from app.store import DuplicateError, MemoryStore, PostgresStore, SqliteStore, Store, WorkerRecord
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 QUEUED, RUNNING, SUCCEEDED = ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.SUCCEEDED
@@ -24,12 +24,21 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def open_store(kind: str, request, tmp_path) -> Store:
+    """A fresh, empty store of `kind`: memory, sqlite (a file under tmp_path), postgres (its own database)."""
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SqliteStore(str(tmp_path / "db" / "ipaas.sqlite3"))
+    return PostgresStore(request.getfixturevalue("postgres_url"), pool_size=4)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path) -> Store:
-    backend = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "db" / "ipaas.sqlite3"))
+    backend = open_store(request.param, request, tmp_path)
     backend.init_schema()
     yield backend
-    backend.close()
+    backend.shutdown()
 
 
 def make_tenant(store: Store, name: str = "acme") -> tuple[Tenant, User]:
@@ -422,6 +431,36 @@ def test_adopt_orphans_without_dead_owners_takes_only_unowned(store, workflow):
     assert [e.id for e in store.adopt_orphans("proc-me", dead_owners=[], limit=10)] == [unowned.id]
 
 
+def test_count_queued_counts_every_queued_execution_whoever_owns_it(store, workflow):
+    assert store.count_queued() == 0
+    make_execution(store, workflow)
+    make_execution(store, workflow, 1, owner="proc-a")
+    make_running(store, workflow, "proc-a", 2)
+    done = make_running(store, workflow, "proc-a", 3)
+    store.finish_execution(done.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(4))
+    assert store.count_queued() == 2
+
+
+def test_queued_unowned_lists_the_oldest_unowned_queued_before_the_cutoff(store, workflow):
+    second = make_execution(store, workflow, 2)
+    first = make_execution(store, workflow, 1)
+    make_execution(store, workflow, 3, owner="proc-a")
+    make_running(store, workflow, "proc-a", 4)
+    released = make_running(store, workflow, "proc-dead", 5)
+    store.release_executions("proc-dead")
+    make_execution(store, workflow, 10)  # not before the cutoff
+
+    assert store.queued_unowned(created_before=at(10), limit=10) == [first.id, second.id, released.id]
+    assert store.queued_unowned(created_before=at(10), limit=2) == [first.id, second.id]
+    assert store.queued_unowned(created_before=at(1), limit=10) == []
+    assert store.get_execution(None, first.id).status is QUEUED  # a read: nothing changed
+
+
+def test_queued_unowned_refuses_a_limit_below_one(store):
+    with pytest.raises(ValueError):
+        store.queued_unowned(created_before=T0, limit=0)
+
+
 def test_purge_deletes_only_old_terminal_executions(store, workflow):
     old_done = make_running(store, workflow, "proc-a", 1)
     store.finish_execution(old_done.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(2))
@@ -464,6 +503,84 @@ def test_trace_context_round_trips_with_the_execution(store, workflow):
     assert store.get_execution(None, execution.id).trace_context == traceparent
     assert store.claim_execution(execution.id, owner="proc-a", now=at(2)).trace_context == traceparent
     assert make_execution(store, workflow, 3).trace_context is None
+
+
+# --- workflow steps and step records ---------------------------------------------------------------
+THREE_STEPS = (
+    Step("lookup", "http_request", {"url": "https://crm.test/{{ payload.id }}", "method": "GET"}),
+    Step("decide", "http_request", {"url": "https://rules.test/", "body": {"n": "{{ steps.lookup.body.n }}"}},
+         condition="steps.lookup.status_code == 200"),
+    Step("notify", "slack_message", {"webhook_url": "https://hooks.slack.test/x", "text": "hi"}),
+)
+
+
+def step(name: str, position: int, status: StepStatus = StepStatus.SUCCEEDED, **fields) -> StepRecord:
+    return StepRecord(name, position, status, **{"attempts": 1, "started_at": at(position),
+                                                 "finished_at": at(position + 0.5), **fields})
+
+
+def test_workflow_steps_round_trip_and_update(store, acme):
+    workflow = make_workflow(store, *acme, steps=THREE_STEPS)
+    assert store.get_workflow(None, workflow.id).steps == THREE_STEPS
+    assert (workflow.action_type, workflow.config) == ("http_request", THREE_STEPS[0].config)
+    one = replace(workflow, steps=(Step("main", "http_request", {"url": "https://x.test/"}),), updated_at=at(9))
+    assert store.update_workflow(one).steps == one.steps
+    assert store.get_workflow(None, workflow.id) == one and one.plain
+
+
+def test_a_plain_workflow_is_one_step_main(store, workflow):
+    assert store.get_workflow(None, workflow.id).steps == (Step("main", workflow.action_type, workflow.config),)
+
+
+def test_record_step_is_a_compare_and_set_on_owner_and_status(store, workflow):
+    queued = make_execution(store, workflow, owner="proc-a")
+    running = make_running(store, workflow, "proc-a", 1)
+    lookup = step("lookup", 0, result={"status_code": 200}, output={"body": {"n": [1, "two"]}})
+    assert store.record_step(queued.id, owner="proc-a", step=lookup) is False
+    assert store.record_step(running.id, owner="proc-b", step=lookup) is False
+    assert store.record_step("ex_missing", owner="proc-a", step=lookup) is False
+    assert store.record_step(running.id, owner="proc-a", step=lookup)
+    assert store.list_steps(None, [queued.id, running.id, "ex_missing"]) == {
+        queued.id: [], running.id: [lookup], "ex_missing": []}
+
+
+def test_record_step_replaces_by_name_and_lists_by_position(store, workflow):
+    running = make_running(store, workflow, "proc-a")
+    decide = step("decide", 1, StepStatus.SKIPPED, attempts=0)
+    lookup = step("lookup", 0, StepStatus.FAILED, error="HTTP 503")
+    for record in (decide, lookup, replace(lookup, status=StepStatus.SUCCEEDED, error=None, attempts=2)):
+        assert store.record_step(running.id, owner="proc-a", step=record)
+    assert store.list_steps(workflow.tenant_id, [running.id])[running.id] == [
+        replace(lookup, status=StepStatus.SUCCEEDED, error=None, attempts=2), decide]
+
+
+def test_finish_records_the_last_steps_only_with_the_outcome(store, workflow):
+    running = make_running(store, workflow, "proc-a")
+    records = [step("notify", 2, StepStatus.FAILED, error="HTTP 404"), step("after", 3, StepStatus.PENDING)]
+    assert store.finish_execution(running.id, owner="proc-b", status=FAILED, attempts=1, now=at(5),
+                                  steps=records) is False
+    assert store.list_steps(None, [running.id])[running.id] == []
+    assert store.finish_execution(running.id, owner="proc-a", status=FAILED, attempts=1, now=at(5), steps=records)
+    assert store.list_steps(None, [running.id])[running.id] == records
+    assert store.record_step(running.id, owner="proc-a", step=step("late", 4)) is False
+
+
+def test_create_execution_records_the_steps_it_is_given(store, workflow):
+    copied = [step("lookup", 0, output={"status": "succeeded", "body": "x"}), step("decide", 1)]
+    execution, created = store.create_execution(new_execution(workflow), steps=copied)
+    assert created and store.list_steps(None, [execution.id])[execution.id] == copied
+    claimed = store.claim_execution(execution.id, owner="proc-a", now=at(1))
+    assert claimed.status is RUNNING
+
+
+def test_step_records_are_scoped_to_the_tenant_and_purged_with_the_execution(store, workflow, globex):
+    running = make_running(store, workflow, "proc-a")
+    store.finish_execution(running.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(2),
+                           steps=[step("main", 0)])
+    assert store.list_steps(globex[0].id, [running.id]) == {running.id: []}
+    assert store.list_steps(workflow.tenant_id, []) == {}
+    assert store.purge_executions(before=at(50)) == 1
+    assert store.list_steps(None, [running.id]) == {running.id: []}
 
 
 # --- idempotency -----------------------------------------------------------------------------------

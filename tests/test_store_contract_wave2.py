@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from app.models import Credential, new_id
+from app.models import Credential, Step, new_id
 from app.store import Store
 from tests.test_store_contract import acme, at, globex, make_tenant, make_workflow, new_execution, store  # noqa: F401
 
@@ -24,10 +24,11 @@ def make_credential(store: Store, tenant_id: str, seconds: float = 0, **fields) 
 
 
 # --- schedules ---------------------------------------------------------------------------------------
-def test_scheduled_workflows_round_trip_their_schedule_and_credential(store, acme):
-    workflow = make_workflow(store, *acme, trigger_type="schedule", schedule=SCHEDULE, credential_id="cr_1")
+def test_scheduled_workflows_round_trip_their_schedule_and_step_credentials(store, acme):
+    steps = (Step("main", "email", {"to": "a@example.com", "subject": "s", "text": "t"}, credential_id="cr_1"),)
+    workflow = make_workflow(store, *acme, trigger_type="schedule", schedule=SCHEDULE, steps=steps)
     assert store.get_workflow(None, workflow.id) == workflow
-    assert workflow.schedule == SCHEDULE and workflow.credential_id == "cr_1"
+    assert workflow.schedule == SCHEDULE and workflow.steps[0].credential_id == "cr_1"
 
 
 def test_list_scheduled_workflows_has_only_live_enabled_scheduled_ones(store, acme, globex, scheduled):

@@ -1,5 +1,5 @@
-"""SQLite-only behaviour: pragmas, migrations, error mapping, group commit, and real races between threads
-and processes."""
+"""SQLite-only behaviour: pragmas, migrations, error mapping, group commit. Races between threads and
+processes, which every database backend must win, are in test_store_races.py."""
 from __future__ import annotations
 
 import multiprocessing
@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from app.models import Execution, ExecutionStatus, User, Workflow, new_id
+from app.models import Execution, ExecutionStatus, Step, User, Workflow, new_id
 from app.store import DuplicateError, MemoryStore, SqliteStore, StoreError, create_store, migrations
 from app.store._sqlite_db import MIGRATIONS
 
@@ -50,51 +50,6 @@ def queued(workflow_id: str, number: int, owner: str | None = None) -> Execution
                      created_at=created_at, owner=owner)
 
 
-def run_processes(target, args_per_process: list[tuple]) -> list:
-    """Start one spawned process per args tuple, released together by a barrier; return what each sends back."""
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(len(args_per_process)), context.Queue()
-    processes = [context.Process(target=target, args=(barrier, results, *args)) for args in args_per_process]
-    for process in processes:
-        process.start()
-    try:
-        collected = [results.get(timeout=PROCESS_TIMEOUT) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(timeout=PROCESS_TIMEOUT)
-    assert [process.exitcode for process in processes] == [0] * len(processes)
-    results.close()
-    results.join_thread()
-    return collected
-
-
-def create_with_keys(barrier, results, path: str, keys: list[str]) -> None:
-    """Child process: create one execution per idempotency key, all in a race with the other child."""
-    store = SqliteStore(path)
-    try:
-        barrier.wait(timeout=PROCESS_TIMEOUT)
-        results.put({key: store.create_execution(queued("wf_1", n), idempotency_key=key)[0].id
-                     for n, key in enumerate(keys)})
-    finally:
-        store.shutdown()
-
-
-def adopt_all(barrier, results, path: str, owner: str, rounds: int) -> None:
-    """Child process: adopt orphans in small batches until none are left."""
-    store = SqliteStore(path)
-    try:
-        barrier.wait(timeout=PROCESS_TIMEOUT)
-        adopted: list[str] = []
-        for _ in range(rounds):
-            batch = store.adopt_orphans(owner, dead_owners=["proc-dead"], limit=7)
-            if not batch:
-                break
-            adopted += [execution.id for execution in batch]
-        results.put((owner, adopted))
-    finally:
-        store.shutdown()
-
-
 # --- setup and pragmas -----------------------------------------------------------------------------
 def test_connections_use_wal_foreign_keys_and_durable_commits(store):
     names = ("journal_mode", "foreign_keys", "synchronous")
@@ -123,7 +78,8 @@ def test_init_schema_is_idempotent_and_records_the_version(store, db_path):
 
 
 def test_migration_0002_gives_existing_workflows_the_auto_scheme(tmp_path):
-    """A database made by migration 1 alone (wave 1) gets `signature_scheme` 'auto' on its workflows."""
+    """A database made by migration 1 alone (wave 1) gets `signature_scheme` 'auto' on its workflows, and
+    (0003) they read as one step `main`."""
     db_path = str(tmp_path / "wave1.sqlite3")
     conn = sqlite3.connect(db_path)
     conn.executescript(migrations.load("sqlite")[0].script)
@@ -141,6 +97,7 @@ def test_migration_0002_gives_existing_workflows_the_auto_scheme(tmp_path):
     try:
         store.init_schema()
         assert store.get_workflow(None, "wf_old").signature_scheme == "auto"
+        assert store.get_workflow(None, "wf_old").steps == (Step("main", "http_request", {}),)
     finally:
         store.close()
     with sqlite3.connect(db_path) as conn, pytest.raises(sqlite3.IntegrityError):
@@ -436,54 +393,6 @@ def test_every_write_reported_before_a_kill_is_on_disk(store, db_path):
     assert set(reported) <= stored
 
 
-# --- races -----------------------------------------------------------------------------------------
-def test_racing_threads_claim_an_execution_exactly_once(store):
-    seed_workflow(store)
-    execution, _ = store.create_execution(queued("wf_1", 1))
-    barrier, lock, winners = threading.Barrier(8), threading.Lock(), []
-
-    def claim(owner: str) -> None:
-        try:
-            barrier.wait(timeout=PROCESS_TIMEOUT)
-            claimed = store.claim_execution(execution.id, owner=owner, now=T0)
-            with lock:
-                winners.append(claimed)
-        finally:
-            store.close()
-
-    threads = [threading.Thread(target=claim, args=(f"proc-{n}",)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=PROCESS_TIMEOUT)
-    assert len(winners) == 8
-    claims = [claimed for claimed in winners if claimed is not None]
-    assert len(claims) == 1
-    assert store.get_execution(None, execution.id).owner == claims[0].owner
-
-
-@pytest.mark.slow
-def test_racing_processes_share_idempotency_keys(store, db_path):
-    seed_workflow(store)
-    keys = [f"evt-{n}" for n in range(50)]
-    first, second = run_processes(create_with_keys, [(db_path, keys), (db_path, keys)])
-    assert first == second
-    assert len(set(first.values())) == 50
-    assert len(store.list_executions(None, limit=200).items) == 50
-
-
-@pytest.mark.slow
-def test_racing_processes_adopt_every_orphan_exactly_once(store, db_path):
-    workflow = seed_workflow(store)
-    for n in range(200):
-        store.create_execution(queued(workflow.id, n, owner="proc-dead" if n % 2 else None))
-    reports = dict(run_processes(adopt_all, [(db_path, "proc-a", 100), (db_path, "proc-b", 100)]))
-    adopted = reports["proc-a"] + reports["proc-b"]
-    assert len(adopted) == len(set(adopted)) == 200
-    for owner, ids in reports.items():
-        assert {store.get_execution(None, execution_id).owner for execution_id in ids} <= {owner}
-
-
 # --- create_store ----------------------------------------------------------------------------------
 def test_create_store_resolves_sqlite_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -497,7 +406,6 @@ def test_create_store_resolves_sqlite_paths(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://admin:hunter2@db/ipaas", "PostgreSQL support is not built yet"),
         ("mysql://admin:hunter2@db/ipaas", "'mysql'"),
         ("sqlite:///", "file path"),
         ("sqlite://host/relative.db", "'sqlite'"),

@@ -108,7 +108,10 @@ def test_tracing_without_an_incoming_traceparent_starts_one_trace(client, accoun
     trace_id = stored.split("-")[1]
     assert receiver.requests("/hook")[0].headers["traceparent"].split("-")[1] == trace_id
     in_trace = {span.name for span in exporter.get_finished_spans() if format_trace_id(span.context.trace_id) == trace_id}
-    assert in_trace == {"POST /api/webhooks/<workflow_id>", "queue wait", "execution", "attempt", "POST"}
+    assert in_trace == {"POST /api/webhooks/<workflow_id>", "queue wait", "execution", "step main", "attempt", "POST"}
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert spans["step main"].parent.span_id == spans["execution"].context.span_id
+    assert spans["attempt"].parent.span_id == spans["step main"].context.span_id
 
 
 def test_tracing_unsampled_request_still_propagates_its_trace_id(client, account, receiver, exporter):

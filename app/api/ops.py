@@ -33,12 +33,15 @@ def readyz():
         stats = svc.engine.stats()
         if stats.queue_length + stats.busy >= stats.capacity:
             checks["engine"] = "saturated: queue full"
+        checks.update(svc.engine.checks())
     ready = all(value == "ok" for value in checks.values())
     return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503
 
 
 @bp.get("/metrics")
 def metrics():
+    if services().engine is not None:
+        services().engine.stats()  # distributed mode: brings ipaas_backlog up to date
     return Response(services().metrics.render(), content_type=CONTENT_TYPE)
 
 

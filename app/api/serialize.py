@@ -6,18 +6,21 @@ from typing import Any, Callable, TypeVar
 from flask import url_for
 
 from app import schedules
-from app.models import Credential, Execution, Page, Workflow, isoformat, utcnow
+from app.models import Credential, Execution, Page, StepRecord, Workflow, isoformat, utcnow
+from app.step_rules import step_json
 
 T = TypeVar("T")
 
 
 def workflow_json(workflow: Workflow) -> dict[str, Any]:
+    one = len(workflow.steps) == 1  # the wave-1 shape: the one step's action also at the top level
     body = {
         "id": workflow.id,
         "name": workflow.name,
         "trigger_type": workflow.trigger_type,
-        "action_type": workflow.action_type,
-        "config": workflow.config,
+        "action_type": workflow.action_type if one else None,
+        "config": workflow.config if one else None,
+        "steps": [step_json(step) for step in workflow.steps],
         "enabled": workflow.enabled,
         "has_secret": workflow.secret is not None,
         "signature_scheme": workflow.signature_scheme,
@@ -26,7 +29,6 @@ def workflow_json(workflow: Workflow) -> dict[str, Any]:
     }
     if workflow.trigger_type == "webhook":
         body["webhook_url"] = url_for("webhooks.receive", workflow_id=workflow.id, _external=True)
-    body["credential_id"] = workflow.credential_id
     if workflow.schedule is not None:
         body["schedule"] = schedules.public(workflow.schedule)
         body["next_run_at"] = isoformat(schedules.next_run_at(workflow, utcnow()))
@@ -39,7 +41,20 @@ def credential_json(credential: Credential) -> dict[str, Any]:
             "created_at": isoformat(credential.created_at), "updated_at": isoformat(credential.updated_at)}
 
 
-def execution_json(execution: Execution) -> dict[str, Any]:
+def step_record_json(record: StepRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "status": record.status.value,
+        "attempts": record.attempts,
+        "started_at": isoformat(record.started_at),
+        "finished_at": isoformat(record.finished_at),
+        "duration_ms": record.duration_ms,
+        "result": record.result,
+        "error": record.error,
+    }
+
+
+def execution_json(execution: Execution, steps: list[StepRecord]) -> dict[str, Any]:
     return {
         "id": execution.id,
         "workflow_id": execution.workflow_id,
@@ -57,6 +72,7 @@ def execution_json(execution: Execution) -> dict[str, Any]:
         "payload": execution.payload,
         "headers": execution.headers,
         "query": execution.query,
+        "steps": [step_record_json(record) for record in steps],
     }
 
 

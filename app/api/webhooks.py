@@ -58,7 +58,7 @@ def receive(workflow_id: str):
     finished = svc.wait(execution, wait, _sender_hung_up)
     if not finished.status.terminal:
         return jsonify({"execution_id": finished.id, "status": finished.status.value}), 202
-    return jsonify(execution_json(finished)), 200
+    return jsonify(execution_json(finished, svc.steps_of(finished.tenant_id, [finished])[finished.id])), 200
 
 
 def _verify(secret: str, scheme: str, raw: bytes) -> None:

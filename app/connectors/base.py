@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 from urllib.parse import urlsplit
 
@@ -33,10 +33,12 @@ class ActionResult:
     status_code: int
     body: str | bytes  # bytes: an answer that is not text
     content_type: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # of the response, as the server named them
+    truncated: bool = False  # the body is cut: the server sent more than engine/http.py's READ_LIMIT
 
     @classmethod
     def of(cls, response: HttpResponse) -> ActionResult:
-        return cls(response.status_code, response.body, response.content_type)
+        return cls(response.status_code, response.body, response.content_type, response.headers, response.truncated)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ class Slot(Protocol):
 
 
 class Engine(ABC):
-    #: the id under which this process owns executions in the store
-    owner_id: str
+    #: the id under which this process owns executions in the store; None (distributed web processes):
+    #: executions are recorded unowned, for any worker process to claim
+    owner_id: str | None
 
     @abstractmethod
     def slot(self, timeout: float) -> AbstractContextManager[Slot]:
@@ -43,6 +44,10 @@ class Engine(ABC):
     @abstractmethod
     def stats(self) -> EngineStats:
         """Current load, for /metrics and /readyz."""
+
+    def checks(self) -> dict[str, str]:
+        """Readiness checks of what the engine depends on besides the store, by name: "ok" or why not."""
+        return {}
 
     @abstractmethod
     def start(self) -> None:

@@ -1,14 +1,17 @@
-"""Credentials at run time: load a workflow's credential from the store, decrypt it for the connector,
-and scrub its secret values from whatever the execution records or logs (results, errors)."""
+"""Credentials at run time: load a step's credential from the store, decrypt it for the connector, and
+scrub its secret values from whatever the execution records or logs (results, errors, the output later
+steps see)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from app import credentials
 from app.connectors.base import Credential
 from app.security.crypto import SecretBox, UndecryptableSecret
 from app.security.redact import REDACTED
 from app.store.base import Store
+
+T = TypeVar("T")
 
 
 class MissingCredential(Exception):
@@ -36,21 +39,22 @@ class CredentialResolver:
             raise MissingCredential(f"credential {credential_id!r}: {exc}") from None
 
 
-def scrub(text: str, credential: Credential | None) -> str:
-    """`text` with every secret value of the credential replaced by [REDACTED]."""
-    if credential is None or not text:
-        return text
-    for secret in credentials.secret_values(credential.type, dict(credential.data)):
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def scrub_outcome(outcome: Any, credential: Credential | None) -> None:
-    """Scrub an outcome's error and recorded response body (a receiver may echo a header back)."""
+def scrub(value: T, credential: Credential | None) -> T:
+    """`value` (a text, or a JSON value: every string in it) with each secret value of the credential
+    replaced by [REDACTED]."""
     if credential is None:
-        return
-    if outcome.error:
-        outcome.error = scrub(outcome.error, credential)
-    if outcome.result and isinstance(outcome.result.get("body"), str):
-        outcome.result["body"] = scrub(outcome.result["body"], credential)
+        return value
+    secrets = [secret for secret in credentials.secret_values(credential.type, dict(credential.data)) if secret]
+    return _scrubbed(value, secrets)
+
+
+def _scrubbed(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, secrets) for item in value]
+    return value

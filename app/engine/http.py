@@ -4,12 +4,13 @@ timeout that bounds each attempt as a whole (engine/watchdog.py), within the job
 errors classified for retries."""
 from __future__ import annotations
 
+import copy
 import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable
+from typing import Callable, Mapping
 from urllib.parse import urljoin, urlsplit
 
 from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager, Timeout
@@ -27,7 +28,7 @@ from app.security.ssrf import AddressPolicy, BlockedDestination
 from app.tracing import NO_TRACING, Tracing
 
 MAX_REDIRECTS = 5
-READ_LIMIT = 64 * 1024  # bytes of a response body kept; results show less, the rest is dropped
+READ_LIMIT = 64 * 1024  # bytes of a response body kept (later steps see them; results show less); the rest is dropped
 # What requests sent with every request, so receivers see no difference.
 DEFAULT_HEADERS = {"User-Agent": "ipaas/0.1", "Accept-Encoding": ", ".join(ACCEPT_ENCODING.split(",")),
                    "Accept": "*/*", "Connection": "keep-alive"}
@@ -45,6 +46,7 @@ class HttpResponse:
     status_code: int
     headers: HTTPHeaderDict  # case-insensitive
     body: str | bytes  # bytes: the answer is not text (image/png, application/octet-stream...)
+    truncated: bool = False  # the server sent more than READ_LIMIT bytes
 
     @property
     def content_type(self) -> str | None:
@@ -114,9 +116,10 @@ def _failure(exc: Exception, host: str, seconds: float) -> ActionError:
 
 
 def _read_body(answer: BaseHTTPResponse) -> bytes:
-    """Read at most READ_LIMIT bytes; the connection goes back to the pool only if nothing is left unread."""
+    """Read at most READ_LIMIT + 1 bytes (one more tells a cut body); the connection goes back to the pool
+    only if nothing is left unread."""
     try:
-        return answer.read(READ_LIMIT)
+        return answer.read(READ_LIMIT + 1)
     finally:
         if not answer.closed:
             answer.close()
@@ -195,6 +198,14 @@ class HttpClient:
         self._default_timeout = default_timeout
         self._manager = (manager_factory or guarded_pool_manager)(pool_size)
         self._watchdog = Watchdog()
+        self._headers: Mapping[str, str] = {}
+
+    def with_headers(self, headers: Mapping[str, str]) -> HttpClient:
+        """A client sharing this one's connections, guard, breakers and watchdog that adds `headers` to every
+        request it sends; a request's own header of the same name (any case) wins. Close only the original."""
+        added = copy.copy(self)
+        added._headers = {**self._headers, **headers}
+        return added
 
     @property
     def policy(self) -> AddressPolicy:
@@ -215,6 +226,8 @@ class HttpClient:
         remaining = token.remaining()
         if remaining is not None:
             seconds = max(0.001, min(seconds, remaining))
+        if self._headers:
+            headers = {**self._headers, **(headers or {})}  # HTTPHeaderDict: the later name wins
         try:
             with guarded_call(token, self._policy) as call:
                 stop_watch = self._watchdog.at(time.monotonic() + seconds, call.expire)
@@ -247,7 +260,8 @@ class HttpClient:
                 raw = _read_body(answer)
             location = answer.get_redirect_location()
             if not location:
-                return HttpResponse(answer.status, answer.headers, _decode(raw, answer.headers))
+                return HttpResponse(answer.status, answer.headers, _decode(raw[:READ_LIMIT], answer.headers),
+                                    truncated=len(raw) > READ_LIMIT)
             method, url, merged, body = _redirect(answer.status, method, url, location, merged, body)
         raise _TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 

@@ -1,6 +1,9 @@
 """The engine's supervisor thread: job deadlines, cross-process cancels, heartbeats, crash recovery,
 and the retention purge (engine/retention.py) one batch per round.
 
+Shared by both engines: the thread pool recovers by adopting orphans (`recover` here), a distributed
+worker process by sweeping (engine/sweeper.py overrides `recover`).
+
 A cancel requested through another gunicorn process is only recorded in the store; polling
 `cancel_requests` here is how it reaches the job. Executions owned by a process that died (no
 heartbeat for `dead_after` s, or a pid on this host that no longer exists) are adopted, as are
@@ -13,8 +16,9 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
+from app.engine.cancel import CancelToken
 from app.engine.rounds import Rounds
 from app.models import utcnow
 from app.store.base import Store, WorkerRecord
@@ -52,8 +56,18 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+class Supervised(Protocol):
+    """What the supervisor needs of an engine (recovery aside)."""
+
+    owner_id: str
+
+    def running_tokens(self) -> list[CancelToken]: ...
+
+    def cancel(self, execution_id: str, reason: str) -> bool: ...
+
+
 class Supervisor:
-    def __init__(self, engine: BoundedExecutor, store: Store, timing: SupervisorTiming, *,
+    def __init__(self, engine: BoundedExecutor | Supervised, store: Store, timing: SupervisorTiming, *,
                  clock: Callable[[], datetime] = utcnow, retention: Retention | None = None):
         self._engine = engine
         self._retention = retention

@@ -6,15 +6,18 @@ from urllib.parse import urlsplit
 
 from app.store.base import DuplicateError, Store, StoreError, WorkerRecord
 from app.store.memory import MemoryStore
+from app.store.postgres import PostgresStore
 from app.store.sqlite import SqliteStore
 
-__all__ = ["DuplicateError", "MemoryStore", "SqliteStore", "Store", "StoreError", "WorkerRecord", "create_store"]
+__all__ = ["DuplicateError", "MemoryStore", "PostgresStore", "SqliteStore", "Store", "StoreError", "WorkerRecord",
+           "create_store"]
 
 SQLITE_PREFIX = "sqlite:///"
 
 
-def create_store(url: str) -> Store:
-    """Return the backend for `url`: sqlite:///PATH (relative to the current directory) or memory://."""
+def create_store(url: str, *, pool_size: int = 10) -> Store:
+    """Return the backend for `url`: sqlite:///PATH (relative to the current directory), memory://, or
+    postgresql://USER[:PASS]@HOST[:PORT]/DB (also postgres://) with up to `pool_size` connections per process."""
     if url.startswith(SQLITE_PREFIX):
         path = url[len(SQLITE_PREFIX):]
         if not path or path == ":memory:":
@@ -25,5 +28,6 @@ def create_store(url: str) -> Store:
     if scheme == "memory":
         return MemoryStore()
     if scheme in ("postgresql", "postgres"):
-        raise ValueError("PostgreSQL support is not built yet")
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: expected sqlite:///PATH or memory://")
+        return PostgresStore(url, pool_size=pool_size)
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: expected sqlite:///PATH, memory:// or "
+                     "postgresql://...")

@@ -6,7 +6,8 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from app.models import ApiKey, Credential, Execution, ExecutionStatus, Tenant, User, Workflow
+from app.models import (ApiKey, Credential, Execution, ExecutionStatus, Step, StepRecord, StepStatus, Tenant, User,
+                        Workflow)
 from app.store.base import WorkerRecord
 
 
@@ -54,6 +55,18 @@ def api_key_from(row: sqlite3.Row) -> ApiKey:
     )
 
 
+def steps_to_json(workflow: Workflow) -> str | None:
+    """The steps column: NULL for the wave-1 form, whose action_type and config columns say it all."""
+    if workflow.plain:
+        return None
+    return to_json([{"name": s.name, "action_type": s.action_type, "config": s.config, "condition": s.condition,
+                     "credential_id": s.credential_id} for s in workflow.steps])
+
+
+def _steps_from(text: str | None) -> tuple[Step, ...]:
+    return tuple(Step(**step) for step in from_json(text)) if text is not None else ()
+
+
 def workflow_from(row: sqlite3.Row) -> Workflow:
     return Workflow(
         id=row["id"],
@@ -68,8 +81,8 @@ def workflow_from(row: sqlite3.Row) -> Workflow:
         updated_at=from_ts(row["updated_at"]),
         secret=row["secret"],
         schedule=from_json(row["schedule"]),
-        credential_id=row["credential_id"],
         signature_scheme=row["signature_scheme"],
+        steps=_steps_from(row["steps"]),
     )
 
 
@@ -117,6 +130,39 @@ INSERT_EXECUTION = """
                             result, error, cancelled_by, owner, created_at, started_at, finished_at, replay_of,
                             trace_context)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+def step_from(row: sqlite3.Row) -> StepRecord:
+    return StepRecord(
+        name=row["name"],
+        position=row["position"],
+        status=StepStatus(row["status"]),
+        attempts=row["attempts"],
+        started_at=from_ts(row["started_at"]),
+        finished_at=from_ts(row["finished_at"]),
+        result=from_json(row["result"]),
+        error=row["error"],
+        output=from_json(row["output"]),
+    )
+
+
+def step_values(execution_id: str, r: StepRecord) -> tuple[Any, ...]:
+    """The values of a step record in the column order of UPSERT_STEP."""
+    return (
+        execution_id, r.name, r.position, StepStatus(r.status).value, r.attempts, to_ts(r.started_at),
+        to_ts(r.finished_at), None if r.result is None else to_json(r.result), r.error,
+        None if r.output is None else to_json(r.output),
+    )
+
+
+UPSERT_STEP = """
+    INSERT INTO execution_steps (execution_id, name, position, status, attempts, started_at, finished_at, result,
+                                 error, output)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (execution_id, name) DO UPDATE SET
+        position = excluded.position, status = excluded.status, attempts = excluded.attempts,
+        started_at = excluded.started_at, finished_at = excluded.finished_at, result = excluded.result,
+        error = excluded.error, output = excluded.output"""
 
 
 def worker_from(row: sqlite3.Row) -> WorkerRecord:

@@ -13,15 +13,22 @@ definition of correct behaviour. Rules shared by all backends:
   execution in memory. A `queued` execution with an owner is in that process's queue; with owner None it
   is waiting to be adopted. `claim_execution`, `finish_execution` and `adopt_orphans` are atomic compare-
   and-set operations, so two processes can never both run one execution.
+- Steps: a workflow's `steps` are stored with it (a plain one-step `main` workflow as action_type + config
+  alone). An execution's step records (StepRecord, keyed by step name) are written only by its owner
+  while it runs (`record_step`, `finish_execution`: the same compare-and-set), or with the execution
+  itself (`create_execution`, a replay that resumes); they go when the execution is purged.
+- Distributed mode (engine/distributed.py): web processes record executions with owner None and enqueue
+  them on the broker; any worker may claim them. `count_queued` is the shared backlog and
+  `queued_unowned` what the sweeper re-enqueues when a message was lost (added in wave 2).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, Tenant, User, Workflow
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 
 
 class StoreError(Exception):
@@ -110,9 +117,11 @@ class Store(ABC):
     # --- executions --------------------------------------------------------------------------------
     @abstractmethod
     def create_execution(
-        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0
+        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0,
+        steps: Sequence[StepRecord] = (),
     ) -> tuple[Execution, bool]:
-        """Insert a queued execution and return (it, True).
+        """Insert a queued execution, with its step records `steps` if any (a replay that resumes after
+        the steps that succeeded), and return (it, True).
 
         With an idempotency key (scoped to the workflow): if the same key was used for this workflow less
         than `idempotency_ttl` seconds before `execution.created_at`, insert nothing and return
@@ -157,10 +166,24 @@ class Store(ABC):
         result: dict[str, Any] | None = None,
         error: str | None = None,
         cancelled_by: str | None = None,
+        steps: Sequence[StepRecord] = (),
     ) -> bool:
-        """Record the terminal outcome of a running execution owned by `owner`; False (and no change)
+        """Record the terminal outcome of a running execution owned by `owner`, and in the same
+        transaction the step records `steps` (inserted or replaced by name); False (and no change)
         if it is no longer running under that owner. A cancel requested meanwhile keeps its
         cancelled_by unless one is given."""
+
+    @abstractmethod
+    def record_step(self, execution_id: str, *, owner: str, step: StepRecord) -> bool:
+        """Insert or replace (by name) one step record of a running execution owned by `owner`: the
+        checkpoint committed before the next step starts. False (and no change) if the execution is no
+        longer running under that owner, as for finish_execution."""
+
+    @abstractmethod
+    def list_steps(self, tenant_id: str | None, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        """The step records of these executions by execution id, each list by position (workflow order);
+        every id given is a key, with [] for an execution without records, unknown, or of another tenant
+        (tenant_id None: any tenant, for the engine)."""
 
     @abstractmethod
     def request_cancel(self, tenant_id: str, execution_id: str, *, by: str, now: datetime) -> Execution | None:
@@ -183,6 +206,14 @@ class Store(ABC):
         under one of `dead_owners`, oldest first: they become queued, owned by `owner`. Return them."""
 
     @abstractmethod
+    def count_queued(self) -> int:
+        """How many executions are queued, all tenants and owners together (the shared backlog)."""
+
+    @abstractmethod
+    def queued_unowned(self, *, created_before: datetime, limit: int) -> list[str]:
+        """Ids of up to `limit` queued executions with no owner created before `created_before`, oldest
+        first (created_at, then id); a read that changes nothing."""
+
     def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
         """Delete terminal executions created before `before`, oldest first, at most `limit` of them
         (None: all); return how many. Small limits keep each transaction, and its write lock, short."""

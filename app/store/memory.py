@@ -5,9 +5,9 @@ import json
 import threading
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, Tenant, User, Workflow
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 from app.store._rules import (
     ACTIVE,
     WORKFLOW_DELETED,
@@ -31,7 +31,12 @@ def _json_copy(value: Any) -> Any:
 
 
 def _detached_workflow(workflow: Workflow) -> Workflow:
-    return replace(workflow, config=_json_copy(workflow.config))
+    steps = tuple(replace(step, config=_json_copy(step.config)) for step in workflow.steps)
+    return replace(workflow, config=_json_copy(workflow.config), steps=steps)
+
+
+def _detached_step(record: StepRecord) -> StepRecord:
+    return replace(record, result=_json_copy(record.result), output=_json_copy(record.output))
 
 
 def _detached_execution(execution: Execution) -> Execution:
@@ -81,6 +86,7 @@ class MemoryStore(MemoryCredentialsMixin, Store):
         self._workflows: dict[str, Workflow] = {}
         self._deleted_workflows: set[str] = set()
         self._executions: dict[str, Execution] = {}
+        self._steps: dict[str, dict[str, StepRecord]] = {}  # execution id -> step name -> record
         self._idempotency: dict[tuple[str, str], tuple[str, datetime]] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._buckets: dict[str, Bucket] = {}
@@ -181,12 +187,12 @@ class MemoryStore(MemoryCredentialsMixin, Store):
                 trigger_type=workflow.trigger_type,
                 action_type=workflow.action_type,
                 config=_json_copy(workflow.config),
+                steps=_detached_workflow(workflow).steps,
                 enabled=workflow.enabled,
                 secret=workflow.secret,
                 signature_scheme=workflow.signature_scheme,
                 updated_at=workflow.updated_at,
                 schedule=_json_copy(workflow.schedule),
-                credential_id=workflow.credential_id,
             )
             self._workflows[workflow.id] = updated
             return _detached_workflow(updated)
@@ -203,7 +209,8 @@ class MemoryStore(MemoryCredentialsMixin, Store):
 
     # --- executions --------------------------------------------------------------------------------
     def create_execution(
-        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0
+        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0,
+        steps: Sequence[StepRecord] = (),
     ) -> tuple[Execution, bool]:
         with self._lock:
             _require(self._tenants, execution.tenant_id, "tenant")
@@ -214,8 +221,10 @@ class MemoryStore(MemoryCredentialsMixin, Store):
                 return _detached_execution(self._executions[first[0]]), False
             _require_new(self._executions, execution.id, "execution id")
             stored = _detached_execution(execution)  # before any change: it raises on a non-JSON payload
+            records = [_detached_step(record) for record in steps]
             if scope:
                 self._idempotency[scope] = (execution.id, execution.created_at)
+            self._put_steps(execution.id, records)
             return self._save(stored), True
 
     def find_by_idempotency_key(self, workflow_id: str, key: str, *, since: datetime) -> Execution | None:
@@ -283,12 +292,15 @@ class MemoryStore(MemoryCredentialsMixin, Store):
         result: dict[str, Any] | None = None,
         error: str | None = None,
         cancelled_by: str | None = None,
+        steps: Sequence[StepRecord] = (),
     ) -> bool:
         status = terminal_status(status)
+        records = [_detached_step(record) for record in steps]
         with self._lock:
-            execution = self._executions.get(execution_id)
-            if execution is None or execution.status is not RUNNING or execution.owner != owner:
+            if not self._runs_under(execution_id, owner):
                 return False
+            execution = self._executions[execution_id]
+            self._put_steps(execution_id, records)
             self._executions[execution_id] = replace(
                 execution,
                 status=status,
@@ -299,6 +311,32 @@ class MemoryStore(MemoryCredentialsMixin, Store):
                 cancelled_by=cancelled_by if cancelled_by is not None else execution.cancelled_by,
             )
             return True
+
+    def _runs_under(self, execution_id: str, owner: str) -> bool:
+        execution = self._executions.get(execution_id)
+        return execution is not None and execution.status is RUNNING and execution.owner == owner
+
+    def _put_steps(self, execution_id: str, records: list[StepRecord]) -> None:
+        mine = self._steps.setdefault(execution_id, {})
+        for record in records:
+            mine[record.name] = record
+
+    def record_step(self, execution_id: str, *, owner: str, step: StepRecord) -> bool:
+        record = _detached_step(step)
+        with self._lock:
+            if not self._runs_under(execution_id, owner):
+                return False
+            self._put_steps(execution_id, [record])
+            return True
+
+    def list_steps(self, tenant_id: str | None, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        with self._lock:
+            return {
+                execution_id: sorted((_detached_step(r) for r in self._steps.get(execution_id, {}).values()),
+                                     key=lambda r: (r.position, r.name))
+                if self._execution(tenant_id, execution_id) else []
+                for execution_id in execution_ids
+            }
 
     def request_cancel(self, tenant_id: str, execution_id: str, *, by: str, now: datetime) -> Execution | None:
         with self._lock:
@@ -333,6 +371,17 @@ class MemoryStore(MemoryCredentialsMixin, Store):
             )[:limit]
             return [self._save(replace(e, status=QUEUED, owner=owner, started_at=None)) for e in orphans]
 
+    def count_queued(self) -> int:
+        with self._lock:
+            return sum(1 for e in self._executions.values() if e.status is QUEUED)
+
+    def queued_unowned(self, *, created_before: datetime, limit: int) -> list[str]:
+        check_limit(limit)
+        with self._lock:
+            waiting = sorted((e.created_at, e.id) for e in self._executions.values()
+                             if e.status is QUEUED and e.owner is None and e.created_at < created_before)
+        return [execution_id for _, execution_id in waiting[:limit]]
+
     def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
         if limit is not None:
             check_limit(limit)
@@ -342,6 +391,7 @@ class MemoryStore(MemoryCredentialsMixin, Store):
             doomed = {e.id for e in old[:limit]}
             for execution_id in doomed:
                 del self._executions[execution_id]
+                self._steps.pop(execution_id, None)
             self._idempotency = {k: v for k, v in self._idempotency.items() if v[0] not in doomed}
             return len(doomed)
 

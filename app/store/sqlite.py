@@ -15,9 +15,9 @@ import logging
 import sqlite3
 import threading
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
-from app.models import ApiKey, Execution, ExecutionStatus, Page, Tenant, User, Workflow
+from app.models import ApiKey, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 from app.store import _sqlite_rows as rows
 from app.store._group_commit import GroupCommitter
 from app.store._rules import (
@@ -177,12 +177,12 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
         def write(conn: sqlite3.Connection) -> Workflow:
             row = _one(
                 conn,
-                "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
-                " secret, created_at, updated_at, signature_scheme, schedule, credential_id)"
+                "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, steps,"
+                " enabled, secret, created_at, updated_at, signature_scheme, schedule)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config),
-                 int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at), w.signature_scheme,
-                 _schedule(w), w.credential_id),
+                 rows.steps_to_json(w), int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at),
+                 w.signature_scheme, _schedule(w)),
             )
             return rows.workflow_from(row)
 
@@ -204,11 +204,11 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
         def write(conn: sqlite3.Connection) -> Workflow | None:
             row = _one(
                 conn,
-                "UPDATE workflows SET name = ?, trigger_type = ?, action_type = ?, config = ?, enabled = ?,"
-                " secret = ?, updated_at = ?, signature_scheme = ?, schedule = ?, credential_id = ?"
+                "UPDATE workflows SET name = ?, trigger_type = ?, action_type = ?, config = ?, steps = ?,"
+                " enabled = ?, secret = ?, updated_at = ?, signature_scheme = ?, schedule = ?"
                 " WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL RETURNING *",
-                (w.name, w.trigger_type, w.action_type, to_json(w.config), int(w.enabled), w.secret,
-                 to_ts(w.updated_at), w.signature_scheme, _schedule(w), w.credential_id, w.id, w.tenant_id),
+                (w.name, w.trigger_type, w.action_type, to_json(w.config), rows.steps_to_json(w), int(w.enabled),
+                 w.secret, to_ts(w.updated_at), w.signature_scheme, _schedule(w), w.id, w.tenant_id),
             )
             return rows.workflow_from(row) if row else None
 
@@ -231,9 +231,11 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
 
     # --- executions --------------------------------------------------------------------------------
     def create_execution(
-        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0
+        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0,
+        steps: Sequence[StepRecord] = (),
     ) -> tuple[Execution, bool]:
         values = rows.execution_values(execution)  # encoded (and decoded below) outside the batch's time
+        step_values = [rows.step_values(execution.id, record) for record in steps]
 
         def write(conn: sqlite3.Connection) -> sqlite3.Row | None:
             if idempotency_key is not None:
@@ -241,6 +243,8 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
                 if first_id is not None:
                     return _one(conn, "SELECT * FROM executions WHERE id = ?", (first_id,))
             conn.execute(rows.INSERT_EXECUTION, values)
+            if step_values:
+                conn.executemany(rows.UPSERT_STEP, step_values)
             return None
 
         first = self._write(write)
@@ -319,19 +323,50 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
         result: dict[str, Any] | None = None,
         error: str | None = None,
         cancelled_by: str | None = None,
+        steps: Sequence[StepRecord] = (),
     ) -> bool:
         status = terminal_status(status)
         params = (status.value, attempts, to_ts(now), None if result is None else to_json(result), error,
                   cancelled_by, execution_id, owner)
+        step_values = [rows.step_values(execution_id, record) for record in steps]
 
         def write(conn: sqlite3.Connection) -> bool:
-            return conn.execute(
+            finished = conn.execute(
                 "UPDATE executions SET status = ?, attempts = ?, finished_at = ?, result = ?, error = ?,"
                 " cancelled_by = COALESCE(?, cancelled_by) WHERE id = ? AND owner = ? AND status = 'running'",
                 params,
             ).rowcount == 1
+            if finished and step_values:
+                conn.executemany(rows.UPSERT_STEP, step_values)
+            return finished
 
         return self._write(write)
+
+    def record_step(self, execution_id: str, *, owner: str, step: StepRecord) -> bool:
+        values = rows.step_values(execution_id, step)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            sql = "SELECT 1 FROM executions WHERE id = ? AND owner = ? AND status = 'running'"
+            if _one(conn, sql, (execution_id, owner)) is None:
+                return False
+            conn.execute(rows.UPSERT_STEP, values)
+            return True
+
+        return self._write(write)
+
+    def list_steps(self, tenant_id: str | None, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = {execution_id: [] for execution_id in execution_ids}
+        if not found:
+            return found
+        clauses, params = _equal(**{"e.tenant_id": tenant_id})
+        where = " AND ".join(["s.execution_id IN (SELECT value FROM json_each(?))", *clauses])
+        for row in self._db.read(
+            "SELECT s.* FROM execution_steps s JOIN executions e ON e.id = s.execution_id"
+            f" WHERE {where} ORDER BY s.execution_id, s.position, s.name",
+            [json.dumps(list(found)), *params],
+        ):
+            found[row["execution_id"]].append(rows.step_from(row))
+        return found
 
     def request_cancel(self, tenant_id: str, execution_id: str, *, by: str, now: datetime) -> Execution | None:
         def write(conn: sqlite3.Connection) -> Execution | None:
@@ -378,6 +413,18 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
 
         # RETURNING gives no order guarantee.
         return sorted(map(rows.execution_from, self._write(write)), key=lambda e: (e.created_at, e.id))
+
+    def count_queued(self) -> int:
+        return self._db.read("SELECT count(*) AS n FROM executions WHERE status = 'queued'")[0]["n"]
+
+    def queued_unowned(self, *, created_before: datetime, limit: int) -> list[str]:
+        check_limit(limit)
+        found = self._db.read(
+            "SELECT id FROM executions WHERE status = 'queued' AND owner IS NULL AND created_at < ?"
+            " ORDER BY created_at, id LIMIT ?",
+            (to_ts(created_before), limit),
+        )
+        return [row["id"] for row in found]
 
     def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
         if limit is None:

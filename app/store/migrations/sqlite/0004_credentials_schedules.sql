@@ -1,10 +1,9 @@
 -- Migration 4 (SQLite): schedules, credentials, and workflow secrets encrypted at rest.
 
--- {"cron", "timezone"} as JSON when trigger_type is 'schedule'.
+-- {"cron", "timezone", "active_from"} as JSON when trigger_type is 'schedule' (app/schedules.py).
+-- Steps name credentials in their JSON (migration 3); there is no foreign key: the service refuses to delete
+-- a credential in use, and a dangling id fails the execution with a clear error.
 ALTER TABLE workflows ADD COLUMN schedule TEXT;
--- The credential a one-step workflow's action uses (no foreign key: a credential in use cannot be deleted,
--- which the service checks; a dangling id fails the execution with a clear error).
-ALTER TABLE workflows ADD COLUMN credential_id TEXT;
 CREATE INDEX IF NOT EXISTS workflows_scheduled ON workflows (trigger_type, enabled) WHERE deleted_at IS NULL;
 
 -- The slots a schedule has fired: the (workflow_id, slot) key lets exactly one process record the slot's
