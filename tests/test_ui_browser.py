@@ -44,12 +44,18 @@ def shoot(driver, tmp_path: Path, name: str) -> None:
 
 def text(driver, selector: str) -> str:
     """The element's text, or "" while a navigation or an htmx swap replaces it."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 
     try:
         return by_css(driver, selector).text
     except (NoSuchElementException, StaleElementReferenceException):
         return ""
+    except WebDriverException as error:
+        # A page that reloads itself (meta refresh) can drop the node between finding and reading it;
+        # chromedriver then reports "Node with given id does not belong to the document".
+        if "does not belong to the document" in error.msg:
+            return ""
+        raise
 
 
 def shows(driver, selector: str, wanted: str) -> None:
