@@ -9,7 +9,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any, TypeVar
 
-from app.models import ApiKey, Execution, ExecutionStatus, Tenant, User, Workflow
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, Tenant, User, Workflow
 from app.store.base import WorkerRecord
 
 T = TypeVar("T")
@@ -56,6 +56,10 @@ def api_key_from(row: Row) -> ApiKey:
 
 def workflow_from(row: Row) -> Workflow:
     return _record(Workflow, row)
+
+
+def credential_from(row: Row) -> Credential:
+    return _record(Credential, row)
 
 
 def execution_from(row: Row) -> Execution:

@@ -6,7 +6,8 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from app.models import ApiKey, Execution, ExecutionStatus, Step, StepRecord, StepStatus, Tenant, User, Workflow
+from app.models import (ApiKey, Credential, Execution, ExecutionStatus, Step, StepRecord, StepStatus, Tenant, User,
+                        Workflow)
 from app.store.base import WorkerRecord
 
 
@@ -79,9 +80,16 @@ def workflow_from(row: sqlite3.Row) -> Workflow:
         created_at=from_ts(row["created_at"]),
         updated_at=from_ts(row["updated_at"]),
         secret=row["secret"],
+        schedule=from_json(row["schedule"]),
         signature_scheme=row["signature_scheme"],
         steps=_steps_from(row["steps"]),
     )
+
+
+def credential_from(row: sqlite3.Row) -> Credential:
+    return Credential(id=row["id"], tenant_id=row["tenant_id"], name=row["name"], type=row["type"],
+                      encrypted_data=row["encrypted_data"], created_at=from_ts(row["created_at"]),
+                      updated_at=from_ts(row["updated_at"]))
 
 
 def execution_from(row: sqlite3.Row) -> Execution:
