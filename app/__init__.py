@@ -1,6 +1,7 @@
 """The composition root: every shared object (store, engine, metrics) is built here, per app."""
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -9,6 +10,8 @@ from app import logutils
 from app.config import DEFAULTS, coerce
 from app.engine.base import Engine
 from app.metrics import Metrics
+from app.engine.scheduler import Scheduler, offset_clock
+from app.security.crypto import SecretBox, UndecryptableSecret
 from app.security.keys import load_secret_keys
 from app.security.ratelimit import TenantRateLimiter
 from app.services import Services
@@ -18,6 +21,8 @@ from app.tracing import Tracing, provider_from_env
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+
+log = logging.getLogger(__name__)
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None = None,
@@ -40,6 +45,8 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
 
     store = store or create_store(app.config["DATABASE_URL"], pool_size=app.config["DB_POOL_SIZE"])
     store.init_schema()
+    box = SecretBox(app.config["SECRET_KEYS"])
+    _upgrade_secrets(store, box)
     metrics = Metrics()
     health = StoreHealth(metrics)
     # Made here, after gunicorn's fork: an exporter's thread would not survive one.
@@ -51,9 +58,13 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
         engine = create_engine(store, app.config, metrics, tracing=tracing, health=health)
     limiter = TenantRateLimiter(store, rate=app.config["TENANT_RATE"], burst=app.config["TENANT_BURST"])
     app.extensions["ipaas"] = Services(store=store, engine=engine, metrics=metrics, config=app.config,
-                                       rate_limiter=limiter, tracing=tracing, health=health)
+                                       rate_limiter=limiter, box=box, tracing=tracing, health=health)
     if engine is not None and app.config["START_ENGINE"]:
         engine.start()
+        scheduler = Scheduler(store, engine, tick=app.config["SCHEDULER_TICK"],
+                              clock=offset_clock(app.config["SCHEDULER_CLOCK_OFFSET"]))
+        app.extensions["ipaas.scheduler"] = scheduler
+        scheduler.start()
 
     from app import cli, ui
     from app.api import register_api
@@ -64,8 +75,21 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
     return app
 
 
+def _upgrade_secrets(store: Store, box: SecretBox) -> None:
+    """Encrypt the workflow secrets stored before encryption existed, and check that every stored secret
+    decrypts: a start with the wrong IPAAS_SECRET_KEY fails here, before anything is written."""
+    try:
+        upgraded = store.rewrite_secrets(box.upgrade)
+    except UndecryptableSecret as exc:
+        raise RuntimeError(str(exc)) from None
+    if upgraded:
+        log.warning("encrypted workflow secrets stored as plaintext", extra={"data": {"count": upgraded}})
+
+
 def shutdown_app(app: Flask, grace: float) -> None:
-    """Stop the app's engine (finishing or handing back its executions) and shut the store down."""
+    """Stop the app's scheduler and engine (finishing or handing back its executions) and shut the store down."""
+    if (scheduler := app.extensions.get("ipaas.scheduler")) is not None:
+        scheduler.stop()
     services: Services = app.extensions["ipaas"]
     if services.engine is not None:
         services.engine.shutdown(grace)

@@ -14,6 +14,7 @@ from app.api.serialize import execution_json
 from app.engine import retention
 from app.models import ExecutionStatus, User, isoformat, new_id, utcnow
 from app.security.apikeys import issue_key
+from app.security.crypto import UndecryptableSecret
 from app.services import Services
 from app.store import DuplicateError
 from app.worker_command import worker
@@ -23,6 +24,7 @@ keys = AppGroup("keys", help="Issue and revoke API keys.")
 workflows = AppGroup("workflows", help="Inspect workflows.")
 executions = AppGroup("executions", help="Inspect and purge executions.")
 webhooks = AppGroup("webhooks", help="Try workflows as a webhook sender would.")
+secrets = AppGroup("secrets", help="Manage the encryption of stored secrets.")
 
 
 def _services() -> Services:
@@ -114,6 +116,20 @@ def purge_executions(days: float) -> None:
     click.echo(f"purged {removed} executions")
 
 
+@secrets.command("rotate")
+def rotate_secrets() -> None:
+    """Re-encrypt every stored secret with the first key of IPAAS_SECRET_KEY, in one transaction.
+
+    Put the new key first and keep the old ones after it (IPAAS_SECRET_KEY=new,old), run this, then
+    the old keys may be dropped. If any stored secret decrypts under none of the keys, nothing changes."""
+    services = _services()
+    try:
+        count = services.store.rewrite_secrets(services.box.rotate)
+    except UndecryptableSecret as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"re-encrypted {count} stored secrets with the first key of IPAAS_SECRET_KEY")
+
+
 @webhooks.command("send")
 @click.argument("workflow_id")
 @click.option("--data", default=None, help="The JSON body to send (default {}).")
@@ -144,5 +160,5 @@ def send_webhook(workflow_id: str, data: str | None, file, base_url: str, secret
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, users, keys, workflows, executions, webhooks, worker):
+    for command in (init_db, users, keys, workflows, executions, webhooks, worker, secrets):
         app.cli.add_command(command)

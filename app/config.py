@@ -28,6 +28,9 @@ DEFAULTS: dict[str, object] = {
     "RETRY_MAX_DELAY": 30.0,
     "IDEMPOTENCY_TTL": 86400.0,
     "REQUEUE_AFTER": 10.0,  # seconds an unowned queued execution waits before the sweeper enqueues it again
+    "SCHEDULER_TICK": 1.0,  # seconds between the scheduler's rounds: a slot fires within this
+    # Test-only: seconds added to the scheduler's clock, so a real-process test sees a slot due at once.
+    "SCHEDULER_CLOCK_OFFSET": 0.0,
     # gunicorn.conf.py turns this on for its workers; CLI commands import the same app and must not
     # start a pool that would adopt and run executions.
     "START_ENGINE": False,

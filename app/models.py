@@ -52,6 +52,7 @@ class ExecutionStatus(str, Enum):
 class TriggerType(str, Enum):
     WEBHOOK = "webhook"
     MANUAL = "manual"
+    SCHEDULE = "schedule"
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,10 @@ class Workflow:
     enabled: bool
     created_at: datetime
     updated_at: datetime
-    secret: str | None = None
+    secret: str | None = None  # as stored: a Fernet token (security/crypto.py), never the plaintext
     signature_scheme: str = "auto"  # auto | standard | github | stripe | slack | shopify
     steps: tuple[Step, ...] = ()
+    schedule: dict[str, str] | None = None  # {"cron", "timezone", "active_from"} for schedule triggers
 
     def __post_init__(self) -> None:
         steps = tuple(self.steps)
@@ -178,6 +180,19 @@ class StepRecord:
     @property
     def duration_ms(self) -> int | None:
         return duration_ms(self.started_at, self.finished_at)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A tenant's secret for connectors; `encrypted_data` is the Fernet token of its JSON `data`."""
+
+    id: str
+    tenant_id: str
+    name: str
+    type: str
+    encrypted_data: str
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
-from app import logutils, overview, step_rules, step_view, validation
+from app import logutils, overview, schedules, step_rules, step_view, validation
 from app.engine.base import Engine
 from app.errors import Conflict, NotFound, RateLimited, Unavailable
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, Page, Principal, StepRecord, Workflow, new_id, utcnow
 from app.security import apikeys
+from app.security.crypto import SecretBox
 from app.security.ratelimit import TenantRateLimiter
+from app.services_credentials import CredentialsMixin
 from app.store import Store
 from app.store.health import StoreHealth
 from app.tracing import NO_TRACING, Tracing
@@ -23,13 +25,14 @@ WAIT_POLL_SECONDS = 0.2
 
 
 @dataclass
-class Services:
+class Services(CredentialsMixin):
     store: Store
     engine: Engine | None
     metrics: Metrics
     config: Mapping[str, Any]
     rate_limiter: TenantRateLimiter
     health: StoreHealth  # whether the store can write, fed by the writes below and by the engine's
+    box: SecretBox
     tracing: Tracing = NO_TRACING
 
     # --- workflows ---------------------------------------------------------------------------------
@@ -39,11 +42,15 @@ class Services:
         scheme = fields.get("signature_scheme", "auto")
         validation.check_secret_for_scheme(fields.get("secret"), scheme)
         now = utcnow()
+        secret = fields.get("secret")
         workflow = Workflow(id=new_id("wf", now), tenant_id=principal.tenant_id, user_id=principal.user_id,
                             name=fields["name"], trigger_type=fields["trigger_type"],
                             action_type=steps[0].action_type, config=steps[0].config, steps=steps,
-                            enabled=fields.get("enabled", True), secret=fields.get("secret"),
-                            signature_scheme=scheme, created_at=now, updated_at=now)
+                            enabled=fields.get("enabled", True), secret=secret and self.box.encrypt(secret),
+                            signature_scheme=scheme, created_at=now, updated_at=now,
+                            schedule=schedules.stamp(None, fields.get("schedule"), enabled=True, now=now))
+        validation.check_trigger(workflow.trigger_type, workflow.schedule)
+        self.check_credentials(workflow)
         return self.store.create_workflow(workflow)
 
     def get_workflow(self, principal: Principal, workflow_id: str) -> Workflow:
@@ -61,12 +68,22 @@ class Services:
         current = self.get_workflow(principal, workflow_id)
         steps = step_rules.workflow_steps(fields, current)
         if not partial:
-            fields.setdefault("enabled", True)
-            fields.setdefault("signature_scheme", "auto")
+            fields = {"enabled": True, "signature_scheme": "auto", "schedule": None, **fields}
+        elif fields.get("trigger_type", "schedule") != "schedule":
+            fields.setdefault("schedule", None)  # a PATCH away from schedule drops it
+        # The secret's checks need its plaintext: the one sent, else the stored one decrypted.
+        secret = fields["secret"] if "secret" in fields else self.reveal_secret(current)
+        now = utcnow()
+        if "secret" in fields:
+            fields["secret"] = secret and self.box.encrypt(secret)
         kept = {key: value for key, value in fields.items() if key not in ("steps", *step_rules.ACTION_FIELDS)}
         updated = replace(current, **kept, action_type=steps[0].action_type, config=steps[0].config, steps=steps,
-                          updated_at=utcnow())
-        validation.check_secret_for_scheme(updated.secret, updated.signature_scheme)
+                          updated_at=now)
+        updated = replace(updated, schedule=schedules.stamp(current, updated.schedule, enabled=updated.enabled,
+                                                             now=now))
+        validation.check_secret_for_scheme(secret, updated.signature_scheme)
+        validation.check_trigger(updated.trigger_type, updated.schedule)
+        self.check_credentials(updated)
         stored = self.store.update_workflow(updated)
         if stored is None:
             raise NotFound(f"no workflow {workflow_id!r}")

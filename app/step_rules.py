@@ -95,12 +95,12 @@ def _step(raw: Any, path: str) -> Step:
             raise ValidationFailed(f"{path}.condition must be a non-empty expression or null",
                                    field=f"{path}.condition")
         rendering.check_condition(condition, f"{path}.condition")
-    if raw.get("credential_id") is not None:
-        raise ValidationFailed(f"{path}.credential_id: credentials are not available yet",
-                               field=f"{path}.credential_id")
+    credential_id = raw.get("credential_id")
+    if credential_id is not None and not isinstance(credential_id, str):
+        raise ValidationFailed(f"{path}.credential_id must be a credential id or null", field=f"{path}.credential_id")
     with _within(path):
         connectors.validate(raw["action_type"], raw["config"])
-    return Step(name, raw["action_type"], raw["config"], condition=condition)
+    return Step(name, raw["action_type"], raw["config"], condition=condition, credential_id=credential_id)
 
 
 @contextmanager

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app import schedules
 from app.errors import BadRequest, ValidationFailed
 from app.models import ExecutionStatus, TriggerType
 from app.security.signatures import AUTO, SCHEMES, STANDARD, whsec_key
@@ -10,9 +11,10 @@ from app.security.signatures.standard import KEY_BYTES, WHSEC_PREFIX
 
 NAME_MAX = 200
 SECRET_MAX = 512
-WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "steps", "enabled", "secret", "signature_scheme"}
+WORKFLOW_FIELDS = {"name", "trigger_type", "action_type", "config", "steps", "enabled", "secret", "signature_scheme",
+                   "schedule"}
 # Clients often GET a workflow, edit it and PUT it back: fields the server owns are ignored, not refused.
-READ_ONLY_FIELDS = {"id", "created_at", "updated_at", "webhook_url", "has_secret"}
+READ_ONLY_FIELDS = {"id", "created_at", "updated_at", "webhook_url", "has_secret", "next_run_at"}
 LIMIT_MAX = 200
 
 
@@ -51,7 +53,17 @@ def workflow_fields(body: Any, *, partial: bool) -> dict[str, Any]:
         raise ValidationFailed("action_type must be a string", field="action_type")
     if "config" in fields and not isinstance(fields["config"], dict):
         raise ValidationFailed("config must be a JSON object", field="config")
+    if fields.get("schedule") is not None:
+        fields["schedule"] = schedules.parse(fields["schedule"]).as_json()
     return fields
+
+
+def check_trigger(trigger_type: str, schedule: dict[str, Any] | None) -> None:
+    """A schedule goes with trigger_type schedule, and only with it."""
+    if trigger_type == TriggerType.SCHEDULE.value and schedule is None:
+        raise ValidationFailed("schedule is required when trigger_type is schedule", field="schedule")
+    if trigger_type != TriggerType.SCHEDULE.value and schedule is not None:
+        raise ValidationFailed(f"schedule is only for trigger_type schedule, not {trigger_type}", field="schedule")
 
 
 def check_secret_for_scheme(secret: str | None, scheme: str) -> None:

@@ -20,7 +20,7 @@ HTTP = {"url": "https://api.example.com/items", "method": "PUT", "headers": {"X-
 
 
 @pytest.mark.parametrize("action_type, config, field", [
-    ("email", {}, "action_type"),
+    ("fax", {}, "action_type"),
     (None, {}, "action_type"),
     ("slack_message", [], "config"),
     ("slack_message", {"text": "x"}, "config.webhook_url"),
@@ -72,7 +72,7 @@ def test_validation_message_never_echoes_a_slack_token():
 
 
 def test_registry_lists_action_types():
-    assert connectors.action_types() == ["http_request", "slack_message"]
+    assert connectors.action_types() == ["discord_message", "email", "http_request", "slack_message", "teams_message"]
 
 
 @pytest.mark.parametrize("body, data, content_type", [

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from cryptography.fernet import Fernet
 
 from app import logutils
 from app.engine import BoundedExecutor, create_engine
@@ -33,7 +34,7 @@ QUEUED, SUCCEEDED, FAILED = ExecutionStatus.QUEUED, ExecutionStatus.SUCCEEDED, E
 CANCELLED, TIMED_OUT = ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT
 BASE = dict(WORKERS=2, QUEUE_SIZE=10, JOB_TIMEOUT=10.0, MAX_ATTEMPTS=3, HTTP_TIMEOUT=2.0, RETRY_BASE_DELAY=0.01,
             RETRY_MAX_DELAY=0.05, ALLOW_PRIVATE_NETWORKS=True, BREAKER_FAILURES=100, BREAKER_RESET=300.0,
-            SUPERVISOR_TICK=0.05)
+            SUPERVISOR_TICK=0.05, SECRET_KEYS=[Fernet.generate_key()])
 BOTH_STORES = pytest.mark.parametrize("store", ["memory", "sqlite"], indirect=True)
 
 

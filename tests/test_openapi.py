@@ -34,5 +34,5 @@ def test_authenticated_operations_declare_bearer_auth(client):
         for method, operation in item.items():
             if method == "parameters":
                 continue
-            needs_key = path.startswith(("/api/workflows", "/api/executions"))
+            needs_key = path.startswith(("/api/workflows", "/api/executions", "/api/credentials"))
             assert (operation.get("security") == [{"bearerAuth": []}]) is needs_key, (path, method)

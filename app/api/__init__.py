@@ -4,11 +4,11 @@ from __future__ import annotations
 from flask import Flask
 from flask_cors import CORS
 
-from app.api import errors, executions, ops, requestlog, webhooks, workflows
+from app.api import credentials, errors, executions, ops, requestlog, webhooks, workflows
 
 
 def register_api(app: Flask) -> None:
-    for module in (workflows, executions, webhooks, ops):
+    for module in (workflows, executions, webhooks, ops, credentials):
         app.register_blueprint(module.bp)
     errors.init_app(app)
     requestlog.init_app(app)

@@ -5,7 +5,8 @@ from typing import Any, Callable, TypeVar
 
 from flask import url_for
 
-from app.models import Execution, Page, StepRecord, Workflow, isoformat
+from app import schedules
+from app.models import Credential, Execution, Page, StepRecord, Workflow, isoformat, utcnow
 from app.step_rules import step_json
 
 T = TypeVar("T")
@@ -28,7 +29,16 @@ def workflow_json(workflow: Workflow) -> dict[str, Any]:
     }
     if workflow.trigger_type == "webhook":
         body["webhook_url"] = url_for("webhooks.receive", workflow_id=workflow.id, _external=True)
+    if workflow.schedule is not None:
+        body["schedule"] = schedules.public(workflow.schedule)
+        body["next_run_at"] = isoformat(schedules.next_run_at(workflow, utcnow()))
     return body
+
+
+def credential_json(credential: Credential) -> dict[str, Any]:
+    """A credential as the API shows it: never its data."""
+    return {"id": credential.id, "name": credential.name, "type": credential.type,
+            "created_at": isoformat(credential.created_at), "updated_at": isoformat(credential.updated_at)}
 
 
 def step_record_json(record: StepRecord) -> dict[str, Any]:

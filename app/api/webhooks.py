@@ -47,7 +47,7 @@ def receive(workflow_id: str):
     logutils.add(tenant_id=workflow.tenant_id, workflow_id=workflow.id)
     raw = request.get_data(cache=True)
     if workflow.secret is not None:
-        _verify(workflow.secret, workflow.signature_scheme, raw)
+        _verify(svc.reveal_secret(workflow), workflow.signature_scheme, raw)
     body = decode_content(raw, request.headers.get("Content-Encoding"), limit)
     payload = webhook_payload(body, request.mimetype, request.mimetype_params)
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,

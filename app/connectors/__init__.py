@@ -5,18 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from app import rendering
-from app.connectors.base import ActionError, ActionResult, Connector
+from app.connectors.base import ActionError, ActionResult, Connector, Credential
+from app.connectors.discord import DiscordMessage
+from app.connectors.email import Email
 from app.connectors.http import HttpRequest
 from app.connectors.slack import SlackMessage
+from app.connectors.teams import TeamsMessage
 from app.errors import ValidationFailed
 
-__all__ = ["ActionError", "ActionResult", "CONNECTORS", "Connector", "action_types", "get", "validate"]
+__all__ = ["ActionError", "ActionResult", "CONNECTORS", "Connector", "Credential", "action_types", "get", "validate"]
 
 CONNECTORS: dict[str, Connector] = {
     connector.action_type: connector
     for connector in (
         SlackMessage(),
         HttpRequest(),
+        Email(),
+        DiscordMessage(),
+        TeamsMessage(),
     )
 }
 

@@ -41,12 +41,23 @@ class ActionResult:
         return cls(response.status_code, response.body, response.content_type, response.headers, response.truncated)
 
 
+@dataclass(frozen=True)
+class Credential:
+    """A credential as a connector gets it: its type and its decrypted data (see app/credentials.py)."""
+
+    type: str
+    data: Mapping[str, Any]
+
+
 class Connector(ABC):
     """One action type: validates its config when a workflow is saved, runs it in a worker."""
 
     action_type: ClassVar[str]
     required: ClassVar[tuple[str, ...]]
     optional: ClassVar[tuple[str, ...]]
+    #: the credential types a workflow may name for this action, and whether it must name one
+    credential_types: ClassVar[tuple[str, ...]] = ()
+    credential_required: ClassVar[bool] = False
 
     def validate(self, config: Mapping[str, Any]) -> None:
         """Raise ValidationFailed naming the field unless `config` suits this action."""
@@ -63,8 +74,10 @@ class Connector(ABC):
         """Check the types and values of the settings present (all required ones are)."""
 
     @abstractmethod
-    def execute(self, config: Mapping[str, Any], client: HttpClient, token: CancelToken) -> ActionResult:
-        """Run the action with its rendered config; raise ActionError if it fails."""
+    def execute(self, config: Mapping[str, Any], client: HttpClient, token: CancelToken,
+                credential: Credential | None = None) -> ActionResult:
+        """Run the action with its rendered config (and its credential, if the workflow names one);
+        raise ActionError if it fails."""
 
 
 def url_problem(url: Any) -> str | None:

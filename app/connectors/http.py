@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Mapping
 
-from app.connectors.base import ActionError, ActionResult, Connector, check_url, rendered_url
+from app.connectors.base import ActionError, ActionResult, Connector, Credential, check_url, rendered_url
+from app.credentials import basic_authorization
 from app.errors import ValidationFailed
 
 if TYPE_CHECKING:
@@ -31,10 +32,20 @@ def encode_body(body: Any) -> tuple[bytes | None, str | None]:
     return body.encode(), JSON
 
 
+def credential_header(credential: Credential | None) -> dict[str, str]:
+    """The header an http_header or http_basic credential adds, at send time only (never stored)."""
+    if credential is None:
+        return {}
+    if credential.type == "http_basic":
+        return {"Authorization": basic_authorization(dict(credential.data))}
+    return {credential.data["name"]: credential.data["value"]}
+
+
 class HttpRequest(Connector):
     action_type = "http_request"
     required = ("url",)
     optional = ("method", "headers", "body", "timeout")
+    credential_types = ("http_header", "http_basic")
 
     def check(self, config: Mapping[str, Any]) -> None:
         check_url(config, "url")
@@ -54,7 +65,8 @@ class HttpRequest(Connector):
             raise ValidationFailed(f"config.timeout must be a number of seconds above 0 and at most "
                                    f"{MAX_TIMEOUT:g}, got {timeout!r}", field="config.timeout")
 
-    def execute(self, config: Mapping[str, Any], client: HttpClient, token: CancelToken) -> ActionResult:
+    def execute(self, config: Mapping[str, Any], client: HttpClient, token: CancelToken,
+                credential: Credential | None = None) -> ActionResult:
         headers = dict(config.get("headers") or {})
         for name, value in headers.items():
             # Rendered from a payload, a value could smuggle in extra header lines.
@@ -63,6 +75,7 @@ class HttpRequest(Connector):
         data, content_type = encode_body(config.get("body"))
         if content_type and not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = content_type
+        headers.update(credential_header(credential))
         response = client.send(config.get("method", "POST").upper(), rendered_url(config, "url"), token=token,
                                headers=headers, data=data, timeout=config.get("timeout"))
         return ActionResult.of(response)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Mapping
 
-from app.connectors.base import ActionResult, Connector, check_string, check_url, rendered_url
+from app.connectors.base import ActionResult, Connector, Credential, check_string, check_url, rendered_url
 from app.errors import ValidationFailed
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ class SlackMessage(Connector):
         if "blocks" in config and not isinstance(config["blocks"], list):
             raise ValidationFailed("config.blocks must be a list of Slack blocks", field="config.blocks")
 
-    def execute(self, config: Mapping[str, Any], client: HttpClient, token: CancelToken) -> ActionResult:
+    def execute(self, config: Mapping[str, Any], client: HttpClient, token: CancelToken,
+                credential: Credential | None = None) -> ActionResult:
         message = {key: config[key] for key in ("text", "channel", "username", "blocks") if config.get(key)}
         # Slack answers 429 with Retry-After when rate limited: the client reports it as retryable.
         response = client.send("POST", rendered_url(config, "webhook_url"), token=token,

@@ -10,6 +10,7 @@ from urllib3 import PoolManager
 from app.config import DEFAULTS, coerce
 from app.engine.base import Engine, EngineStats
 from app.engine.cancel import CancelToken
+from app.engine.credentials import CredentialResolver
 from app.engine.http import HttpClient
 from app.engine.pool import BoundedExecutor
 from app.engine.retention import Retention
@@ -18,6 +19,7 @@ from app.engine.supervisor import SupervisorTiming
 from app.metrics import Metrics
 from app.models import new_id, utcnow
 from app.security.breaker import HostBreakers
+from app.security.crypto import SecretBox
 from app.security.ssrf import AddressPolicy
 from app.store.base import Store
 from app.store.health import StoreHealth
@@ -49,8 +51,11 @@ def _runner(store: Store, settings: Mapping[str, Any], metrics: Metrics, *, thre
                         manager_factory=manager_factory, tracing=tracing)
     retry = RetryPolicy(max_attempts=max(1, settings["MAX_ATTEMPTS"]), base_delay=settings["RETRY_BASE_DELAY"],
                         max_delay=settings["RETRY_MAX_DELAY"])
+    keys = settings.get("SECRET_KEYS")
+    credentials = CredentialResolver(store, SecretBox(keys) if keys else None)
     runner = Runner(store, metrics, client, owner_id=new_id("wrk"), job_timeout=settings["JOB_TIMEOUT"],
-                    retry=retry, clock=clock, sleep=sleep or CancelToken.wait, tracing=tracing, health=health)
+                    retry=retry, credentials=credentials, clock=clock, sleep=sleep or CancelToken.wait,
+                    tracing=tracing, health=health)
     return runner, client
 
 
@@ -70,7 +75,8 @@ def create_engine(store: Store, config: Mapping[str, Any], metrics: Metrics, *,
     With BROKER_URL: a DistributedEngine that records and enqueues (QUEUE_SIZE bounds the shared backlog).
     Otherwise a BoundedExecutor from WORKERS, QUEUE_SIZE, JOB_TIMEOUT, MAX_ATTEMPTS, HTTP_TIMEOUT,
     RETRY_BASE_DELAY, RETRY_MAX_DELAY, ALLOW_PRIVATE_NETWORKS, BREAKER_FAILURES, BREAKER_RESET,
-    EXECUTION_RETENTION_DAYS, and the optional SUPERVISOR_TICK, HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER,
+    EXECUTION_RETENTION_DAYS, SECRET_KEYS (to decrypt credentials), and the optional SUPERVISOR_TICK,
+    HEARTBEAT_INTERVAL, WORKER_DEAD_AFTER,
     RECOVER_INTERVAL, RETENTION_INTERVAL (seconds between purge runs, all processes).
 
     `manager_factory(maxsize)` replaces the guarded urllib3 PoolManager (engine/guarded.py: the SSRF guard

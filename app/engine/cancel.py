@@ -5,6 +5,7 @@ Threads cannot be killed, so every blocking wait in an execution takes its token
 and the read returns at once instead of at its own timeout."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Callable
@@ -86,3 +87,46 @@ class CancelToken:
             seconds = min(seconds, remaining)
         self._event.wait(max(0.0, seconds))
         self.check()
+
+
+class SocketWatch:
+    """The sockets of one blocking call that a cancel of its token must shut down, so a read blocked
+    on a silent server returns at once instead of at its own timeout. `close()` when the call ends."""
+
+    def __init__(self, token: CancelToken):
+        self.token = token
+        self._lock = threading.RLock()  # on_cancel runs _shut at once, inside watch, if already set
+        self._watched: list[tuple[socket.socket, Callable[[], None]]] = []
+        self.expired = False
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock` down when the token is set. A dup of the descriptor is kept because TLS
+        wrapping detaches the original socket object; shutting the dup shuts the connection."""
+        with self._lock:
+            dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+            self._watched.append((dup, self.token.on_cancel(lambda: self._shut(dup))))
+            if self.expired:
+                self._shut(dup)
+
+    def expire(self) -> None:
+        """The call's time is up: shut every socket it uses, now and later."""
+        with self._lock:
+            self.expired = True
+            for dup, _ in self._watched:
+                self._shut(dup)
+
+    def _shut(self, dup: socket.socket) -> None:
+        with self._lock:  # never on a dup that close() has already closed
+            if dup.fileno() == -1:
+                return
+            try:
+                dup.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected (yet, or any more): nothing to interrupt
+
+    def close(self) -> None:
+        with self._lock:
+            for dup, unregister in self._watched:
+                unregister()
+                dup.close()
+            self._watched.clear()

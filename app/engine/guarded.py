@@ -11,9 +11,8 @@ from __future__ import annotations
 import contextvars
 import os
 import socket
-import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import certifi
 from urllib3 import PoolManager
@@ -21,53 +20,18 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from app.engine.cancel import CancelToken
+from app.engine.cancel import CancelToken, SocketWatch
 from app.security.ssrf import AddressPolicy, resolve_and_check
 
 HOSTS_KEPT = 50  # hosts whose idle keep-alive connections are kept, least recently used out first
 
 
-class _Call:
+class _Call(SocketWatch):
     """One request in flight: its token, its address policy and the sockets a cancel must shut."""
 
     def __init__(self, token: CancelToken, policy: AddressPolicy):
-        self.token = token
+        super().__init__(token)
         self.policy = policy
-        self._lock = threading.RLock()  # on_cancel runs _shut at once, inside watch, if already set
-        self._watched: list[tuple[socket.socket, Callable[[], None]]] = []
-        self.expired = False
-
-    def watch(self, sock: socket.socket) -> None:
-        """Shut `sock` down when the token is set. A dup of the descriptor is kept because TLS
-        wrapping detaches the original socket object; shutting the dup shuts the connection."""
-        with self._lock:
-            dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
-            self._watched.append((dup, self.token.on_cancel(lambda: self._shut(dup))))
-            if self.expired:
-                self._shut(dup)
-
-    def expire(self) -> None:
-        """The attempt's time is up: shut every socket it uses, now and later."""
-        with self._lock:
-            self.expired = True
-            for dup, _ in self._watched:
-                self._shut(dup)
-
-    def _shut(self, dup: socket.socket) -> None:
-        with self._lock:  # never on a dup that close() has already closed
-            if dup.fileno() == -1:
-                return
-            try:
-                dup.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # not connected (yet, or any more): nothing to interrupt
-
-    def close(self) -> None:
-        with self._lock:
-            for dup, unregister in self._watched:
-                unregister()
-                dup.close()
-            self._watched.clear()
 
 
 _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("ipaas_http_call", default=None)
@@ -131,12 +95,18 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
+def ca_bundle() -> str:
+    """The CA certificates actions trust (a file or a directory): REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE
+    as for requests, else certifi's bundle."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+
+
 def guarded_pool_manager(maxsize: int) -> PoolManager:
     """Return a thread-safe PoolManager whose connections all pass the guard, keeping up to
     `maxsize` idle connections per host (more may be open at once: the pools never block)."""
     # A PoolManager takes no proxy from the environment, as the guard needs: it must judge the
     # destination, not a proxy. The CA bundle variables count as they did for requests, else certifi.
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    bundle = ca_bundle()
     trust = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
     manager = PoolManager(num_pools=HOSTS_KEPT, maxsize=maxsize, block=False, cert_reqs="CERT_REQUIRED", **trust)
     manager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}

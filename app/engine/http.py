@@ -207,6 +207,11 @@ class HttpClient:
         added._headers = {**self._headers, **headers}
         return added
 
+    @property
+    def policy(self) -> AddressPolicy:
+        """The destinations actions may reach (connectors that open their own sockets apply it too)."""
+        return self._policy
+
     def send(self, method: str, url: str, *, token: CancelToken, headers: dict[str, str] | None = None,
              data: bytes | None = None, timeout: float | None = None) -> HttpResponse:
         """Send one request; raise ActionError for errors and HTTP 4xx/5xx answers (retryable: 5xx,

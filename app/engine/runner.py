@@ -10,6 +10,7 @@ from typing import Any, Callable, TypeVar
 
 from app import logutils
 from app.engine.cancel import SHUTDOWN, TIMEOUT, Cancelled, CancelToken
+from app.engine.credentials import CredentialResolver
 from app.engine.http import HttpClient
 from app.engine.outage import ParkedOutcomes, until_store_answers
 from app.engine.steps import Outcome, RetryPolicy, Sleep, StepRunner, clean
@@ -40,9 +41,9 @@ class Runner:
     back (see engine/outage.py)."""
 
     def __init__(self, store: Store, metrics: Metrics, client: HttpClient, *, owner_id: str, job_timeout: float,
-                 retry: RetryPolicy, clock: Callable[[], datetime] = utcnow, sleep: Sleep = CancelToken.wait,
-                 rand: Callable[[], float] = random.random, tracing: Tracing = NO_TRACING,
-                 health: StoreHealth | None = None):
+                 retry: RetryPolicy, credentials: CredentialResolver, clock: Callable[[], datetime] = utcnow,
+                 sleep: Sleep = CancelToken.wait, rand: Callable[[], float] = random.random,
+                 tracing: Tracing = NO_TRACING, health: StoreHealth | None = None):
         self.owner_id = owner_id
         self.health = health or StoreHealth(metrics)
         self._parked = ParkedOutcomes(metrics, self.health)
@@ -52,7 +53,8 @@ class Runner:
         self._job_timeout = job_timeout
         self._clock = clock
         self._steps = StepRunner(metrics, client, retry=retry, clock=clock, sleep=sleep, rand=rand,
-                                 checkpoint=self._checkpoint, log_event=self._log, tracing=tracing)
+                                 checkpoint=self._checkpoint, log_event=self._log, credentials=credentials,
+                                 tracing=tracing)
 
     def run(self, execution_id: str, token: CancelToken) -> None:
         """Run one execution to its end; the worker boundary: nothing raised here escapes."""

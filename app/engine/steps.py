@@ -25,8 +25,9 @@ from datetime import datetime
 from typing import Any, Callable
 
 from app import connectors, rendering
-from app.connectors import ActionError, ActionResult
+from app.connectors import ActionError, ActionResult, Credential
 from app.engine.cancel import SHUTDOWN, TIMEOUT, Cancelled, CancelToken
+from app.engine.credentials import CredentialResolver, MissingCredential, scrub
 from app.engine.http import HttpClient
 from app.errors import ValidationFailed
 from app.metrics import Metrics
@@ -144,8 +145,9 @@ class StepRunner:
     def __init__(self, metrics: Metrics, client: HttpClient, *, retry: RetryPolicy, clock: Callable[[], datetime],
                  sleep: Sleep, rand: Callable[[], float],
                  checkpoint: Callable[[str, StepRecord, CancelToken], bool],
-                 log_event: Callable[..., None], tracing: Tracing = NO_TRACING):
+                 log_event: Callable[..., None], credentials: CredentialResolver, tracing: Tracing = NO_TRACING):
         self._metrics = metrics
+        self._credentials = credentials
         self._tracing = tracing
         self._client = client
         self._retry = retry
@@ -171,7 +173,7 @@ class StepRunner:
             try:
                 token.check()  # cancelled while queued or between steps: do not start this one
                 with self._tracing.step(step.name, index):
-                    record = self._step(execution.id, steps, index, context, token, outcome, started, keep=not last)
+                    record = self._step(execution, steps, index, context, token, outcome, started, keep=not last)
             except Cancelled as exc:
                 if exc.reason != SHUTDOWN:  # at shutdown the execution is handed back, to resume here
                     current = StepRecord(step.name, index, StepStatus.CANCELLED, outcome.attempts, started,
@@ -212,9 +214,10 @@ class StepRunner:
             index += 1
         return index
 
-    def _step(self, execution_id: str, steps: tuple[Step, ...], index: int, context: dict[str, Any],
+    def _step(self, execution: Execution, steps: tuple[Step, ...], index: int, context: dict[str, Any],
               token: CancelToken, outcome: Outcome, started: datetime, *, keep: bool) -> StepRecord:
-        """Run one step (or skip it); its record. `keep`: store what later steps see."""
+        """Run one step (or skip it); its record. `keep`: store what later steps see. The step's credential
+        is resolved for the attempts and its secret values scrubbed from all the record keeps."""
         step = steps[index]
         prefix = "" if len(steps) == 1 else f"steps[{index}]."  # a one-step workflow keeps wave-1 field names
         if step.condition is not None:
@@ -227,23 +230,27 @@ class StepRunner:
                 return self._record(step, index, SKIPPED, started, output=_SKIPPED_OUTPUT if keep else None)
         outcome.action_type, outcome.attempts, outcome.result = step.action_type, 0, None
         began = time.monotonic()
+        credential = None
         try:
             connector = connectors.get(step.action_type)
+            credential = self._credentials.resolve(execution.tenant_id, step.credential_id)
             config = rendering.render_all(step.config, context, f"{prefix}config")
-            client = self._client.with_headers({IDEMPOTENCY_HEADER: f"{execution_id}:{step.name}"})
-            response = self._attempts(connector, config, client, token, outcome)
+            client = self._client.with_headers({IDEMPOTENCY_HEADER: f"{execution.id}:{step.name}"})
+            response = self._attempts(connector, config, client, token, outcome, credential)
             token.check()  # a cancel that lands as the action returns still wins: never a false success
-        except (ValidationFailed, rendering.RenderError) as exc:
+        except (ValidationFailed, rendering.RenderError, MissingCredential) as exc:
             return self._record(step, index, FAILED, started, outcome.attempts, error=clean(str(exc)))
         except ActionError as exc:
-            outcome.result = shown_result(outcome.attempts, exc.status_code, exc.body, exc.content_type)
-            return self._record(step, index, FAILED, started, outcome.attempts, outcome.result, clean(exc.message))
+            outcome.result = scrub(shown_result(outcome.attempts, exc.status_code, exc.body, exc.content_type),
+                                   credential)
+            return self._record(step, index, FAILED, started, outcome.attempts, outcome.result,
+                                clean(scrub(exc.message, credential)))
         finally:
             self._metrics.step_duration.labels(action_type=step.action_type).observe(time.monotonic() - began)
-        outcome.result = shown_result(outcome.attempts, response.status_code, response.body, response.content_type,
-                                      response.truncated)
+        outcome.result = scrub(shown_result(outcome.attempts, response.status_code, response.body,
+                                            response.content_type, response.truncated), credential)
         return self._record(step, index, SUCCEEDED, started, outcome.attempts, outcome.result,
-                            output=step_output(response) if keep else None)
+                            output=scrub(step_output(response), credential) if keep else None)
 
     def _record(self, step: Step, index: int, status: StepStatus, started: datetime, attempts: int = 0,
                 result: dict[str, Any] | None = None, error: str | None = None,
@@ -251,12 +258,12 @@ class StepRunner:
         return StepRecord(step.name, index, status, attempts, started, self._clock(), result, error, output)
 
     def _attempts(self, connector: connectors.Connector, config: dict[str, Any], client: HttpClient,
-                  token: CancelToken, outcome: Outcome) -> ActionResult:
+                  token: CancelToken, outcome: Outcome, credential: Credential | None) -> ActionResult:
         while True:
             outcome.attempts += 1
             try:
                 with self._tracing.attempt(outcome.attempts):
-                    return connector.execute(config, client, token)
+                    return connector.execute(config, client, token, credential)
             except ActionError as exc:
                 token.check()
                 if not exc.retryable or outcome.attempts >= self._retry.max_attempts:
@@ -267,5 +274,5 @@ class StepRunner:
                     raise refusal from exc
                 self._metrics.retries.labels(action_type=outcome.action_type).inc()
                 self._log_event("execution retried", ExecutionStatus.RUNNING, outcome, 0.0,
-                                error=clean(exc.message), delay_s=round(delay, 3))
+                                error=clean(scrub(exc.message, credential)), delay_s=round(delay, 3))
                 self._sleep(token, delay)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from app import logutils
 from app.engine.cancel import CancelToken
+from app.engine.rounds import Rounds
 from app.models import utcnow
 from app.store.base import Store, StoreError, WorkerRecord
 from app.store.health import StoreHealth
@@ -81,8 +80,7 @@ class Supervisor:
         self._timing = timing
         self._clock = clock
         self._host = socket.gethostname()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds = Rounds("ipaas-supervisor", timing.tick, self.tick, store)
         self._next_heartbeat = self._next_recovery = 0.0
         self._backlog = False  # the last recovery round filled every free slot
 
@@ -90,26 +88,10 @@ class Supervisor:
         """Register this process, recover orphans at once, then run the loop in a daemon thread."""
         self.heartbeat()
         self.recover()
-        self._thread = threading.Thread(target=self._loop, name="ipaas-supervisor", daemon=True)
-        self._thread.start()
+        self._rounds.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._timing.tick):
-            try:
-                self.tick()
-            # The supervisor must outlive any one failure: log, go on. A store outage repeats the
-            # same error every tick, so it gets one summarised line, not a traceback per round.
-            except StoreError as error:
-                log.warning("supervisor round failed: store unavailable",
-                            extra=logutils.repeated(str(error), error=str(error)))
-            except Exception:
-                log.exception("supervisor round failed")
-        self._store.close()  # this thread's connection
+        self._rounds.stop()
 
     def tick(self) -> None:
         """One round: record parked outcomes, expire deadlines, deliver store cancels, heartbeat and

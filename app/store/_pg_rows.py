@@ -9,7 +9,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any, TypeVar
 
-from app.models import ApiKey, Execution, ExecutionStatus, StepRecord, StepStatus, Tenant, User, Workflow
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, StepRecord, StepStatus, Tenant, User, Workflow
 from app.store._rules import steps_document, steps_from_document
 from app.store.base import WorkerRecord
 
@@ -63,6 +63,10 @@ def steps_json(workflow: Workflow) -> str | None:
 
 def workflow_from(row: Row) -> Workflow:
     return _record(Workflow, {**row, "steps": steps_from_document(row["steps"])})
+
+
+def credential_from(row: Row) -> Credential:
+    return _record(Credential, row)
 
 
 def execution_from(row: Row) -> Execution:

@@ -53,6 +53,13 @@ def translated_errors() -> Iterator[None]:
         raise
 
 
+def one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
+    """The first row of a query, or None."""
+    # fetchall, not fetchone: an unfinished statement would block the COMMIT.
+    found = conn.execute(sql, params).fetchall()
+    return found[0] if found else None
+
+
 class Connections:
     """One lazily opened connection per thread, all tracked so that they can be closed (the write
     connection, made by `connect` too, is its own and is not tracked here)."""

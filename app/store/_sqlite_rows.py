@@ -6,7 +6,7 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from app.models import ApiKey, Execution, ExecutionStatus, StepRecord, StepStatus, Tenant, User, Workflow
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, StepRecord, StepStatus, Tenant, User, Workflow
 from app.store._rules import steps_document, steps_from_document
 from app.store.base import WorkerRecord
 
@@ -74,9 +74,16 @@ def workflow_from(row: sqlite3.Row) -> Workflow:
         created_at=from_ts(row["created_at"]),
         updated_at=from_ts(row["updated_at"]),
         secret=row["secret"],
+        schedule=from_json(row["schedule"]),
         signature_scheme=row["signature_scheme"],
         steps=steps_from_document(from_json(row["steps"])),
     )
+
+
+def credential_from(row: sqlite3.Row) -> Credential:
+    return Credential(id=row["id"], tenant_id=row["tenant_id"], name=row["name"], type=row["type"],
+                      encrypted_data=row["encrypted_data"], created_at=from_ts(row["created_at"]),
+                      updated_at=from_ts(row["updated_at"]))
 
 
 def execution_from(row: sqlite3.Row) -> Execution:

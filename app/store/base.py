@@ -26,9 +26,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from app.models import ApiKey, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 
 
 class StoreError(Exception):
@@ -243,3 +243,44 @@ class Store(ABC):
         """Token bucket shared by every process using this store: a bucket starts full (`burst`
         tokens) and refills at `rate` per second. Take up to `want` whole tokens, as many as there
         are, and return (how many, 0.0); with none to take, return (0, seconds until one is there)."""
+
+    # --- schedules -----------------------------------------------------------------------------------
+    @abstractmethod
+    def list_scheduled_workflows(self) -> list[Workflow]:
+        """Every live, enabled workflow of trigger_type 'schedule', of all tenants (the scheduler's)."""
+
+    @abstractmethod
+    def create_scheduled_execution(self, execution: Execution, *, slot: datetime) -> Execution | None:
+        """Record `execution` as the one of its workflow's schedule `slot`, in one transaction with the
+        claim of the unique (workflow_id, slot) row; None (and nothing recorded) if that slot or a later
+        one of the workflow was claimed already, or the workflow is deleted or disabled. So however many
+        processes fire a slot, one execution is recorded."""
+
+    # --- credentials ----------------------------------------------------------------------------------
+    @abstractmethod
+    def create_credential(self, credential: Credential) -> Credential:
+        """Insert a credential (its data already encrypted) and return it."""
+
+    @abstractmethod
+    def get_credential(self, tenant_id: str, credential_id: str) -> Credential | None:
+        """Return the tenant's credential, or None (another tenant's is not found)."""
+
+    @abstractmethod
+    def list_credentials(self, tenant_id: str, *, limit: int, cursor: str | None = None) -> Page[Credential]:
+        """The tenant's credentials, newest first."""
+
+    @abstractmethod
+    def update_credential(self, credential: Credential) -> Credential | None:
+        """Replace name, type, encrypted_data and updated_at of the credential with this id AND
+        tenant_id; None if there is none."""
+
+    @abstractmethod
+    def delete_credential(self, tenant_id: str, credential_id: str) -> bool:
+        """Delete the tenant's credential; False if there is none."""
+
+    # --- secrets at rest --------------------------------------------------------------------------------
+    @abstractmethod
+    def rewrite_secrets(self, transform: Callable[[str], str]) -> int:
+        """Apply `transform` to every stored secret (workflow secrets, credential data), in ONE
+        transaction: rows whose value changes are updated, and if `transform` raises for any row,
+        nothing changes and the exception propagates. Return how many rows changed."""

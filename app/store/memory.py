@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from app.models import ApiKey, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 from app.store._rules import (
     ACTIVE,
     WORKFLOW_DELETED,
@@ -19,6 +19,7 @@ from app.store._rules import (
     take_from_bucket,
     terminal_status,
 )
+from app.store._memory_credentials import MemoryCredentialsMixin
 from app.store.base import DuplicateError, Store, WorkerRecord
 
 QUEUED, RUNNING, CANCELLED = ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.CANCELLED
@@ -75,7 +76,7 @@ def _require_new(table: dict[str, Any], key: str, what: str) -> None:
         raise DuplicateError(f"{what} {key!r} already exists")
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryCredentialsMixin, Store):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._tenants: dict[str, Tenant] = {}
@@ -89,6 +90,8 @@ class MemoryStore(Store):
         self._idempotency: dict[tuple[str, str], tuple[str, datetime]] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._buckets: dict[str, Bucket] = {}
+        self._credentials: dict[str, Credential] = {}
+        self._slots: dict[str, datetime] = {}  # workflow id -> newest schedule slot claimed
 
     # --- lifecycle ---------------------------------------------------------------------------
     def init_schema(self) -> None:
@@ -189,6 +192,7 @@ class MemoryStore(Store):
                 secret=workflow.secret,
                 signature_scheme=workflow.signature_scheme,
                 updated_at=workflow.updated_at,
+                schedule=_json_copy(workflow.schedule),
             )
             self._workflows[workflow.id] = updated
             return _detached_workflow(updated)

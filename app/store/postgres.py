@@ -14,6 +14,7 @@ import psycopg
 
 from app.models import ApiKey, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 from app.store import _pg_rows as rows
+from app.store._pg_credentials import PostgresCredentialsMixin
 from app.store._pg_db import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Database, apply_migrations
 from app.store._pg_rows import Row, optional_json, text, to_json, ts
 from app.store._rules import (
@@ -56,7 +57,7 @@ def _equal(**filters: Any) -> tuple[list[str], dict[str, Any]]:
     return [f"{column} = %({column})s" for column in given], given
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresCredentialsMixin, Store):
     """Safe to create before a fork: nothing connects until the first call in the process that uses it."""
 
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -133,10 +134,11 @@ class PostgresStore(Store):
         w = workflow
         found = self._db.query(
             "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, steps,"
-            " enabled, secret, created_at, updated_at, signature_scheme)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s::json, %s, %s, %s, %s, %s) RETURNING *",
+            " enabled, secret, created_at, updated_at, signature_scheme, schedule)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s::json, %s, %s, %s, %s, %s, %s::json) RETURNING *",
             (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config),
-             rows.steps_json(w), w.enabled, w.secret, ts(w.created_at), ts(w.updated_at), w.signature_scheme))
+             rows.steps_json(w), w.enabled, w.secret, ts(w.created_at), ts(w.updated_at), w.signature_scheme,
+             optional_json(w.schedule)))
         return rows.workflow_from(found[0])
 
     def get_workflow(self, tenant_id: str | None, workflow_id: str) -> Workflow | None:
@@ -154,10 +156,10 @@ class PostgresStore(Store):
         return self._get(
             rows.workflow_from,
             "UPDATE workflows SET name = %s, trigger_type = %s, action_type = %s, config = %s::json,"
-            " steps = %s::json, enabled = %s, secret = %s, updated_at = %s, signature_scheme = %s"
-            " WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL RETURNING *",
+            " steps = %s::json, enabled = %s, secret = %s, updated_at = %s, signature_scheme = %s,"
+            " schedule = %s::json WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL RETURNING *",
             (w.name, w.trigger_type, w.action_type, to_json(w.config), rows.steps_json(w), w.enabled, w.secret,
-             ts(w.updated_at), w.signature_scheme, w.id, w.tenant_id))
+             ts(w.updated_at), w.signature_scheme, optional_json(w.schedule), w.id, w.tenant_id))
 
     def delete_workflow(self, tenant_id: str, workflow_id: str, *, now: datetime) -> bool:
         params = {"now": ts(now), "by": WORKFLOW_DELETED, "tenant_id": tenant_id, "id": workflow_id}

@@ -30,7 +30,9 @@ from app.store._rules import (
     take_from_bucket,
     terminal_status,
 )
-from app.store._sqlite_db import Connections, apply_migrations
+from app.store._sqlite_db import Connections, apply_migrations, one as _one
+from app.store._sqlite_credentials import SqliteCredentialsMixin
+from app.store._sqlite_schedules import SqliteSchedulesMixin
 from app.store._sqlite_rows import from_ts, to_json, to_ts
 from app.store.base import Store, WorkerRecord
 
@@ -53,10 +55,8 @@ _ORPHANED = """((status = 'queued' AND owner IS NULL)
                 OR (status IN ('queued', 'running') AND owner IN (SELECT value FROM json_each(:dead))))"""
 
 
-def _one(conn: sqlite3.Connection, sql: str, params: Any = ()) -> sqlite3.Row | None:
-    # fetchall, not fetchone: an unfinished statement would block the COMMIT.
-    found = conn.execute(sql, params).fetchall()
-    return found[0] if found else None
+def _schedule(workflow: Workflow) -> str | None:
+    return None if workflow.schedule is None else to_json(workflow.schedule)
 
 
 def _equal(**filters: Any) -> tuple[list[str], list[Any]]:
@@ -65,7 +65,7 @@ def _equal(**filters: Any) -> tuple[list[str], list[Any]]:
     return [f"{column} = ?" for column in given], list(given.values())
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
     """Create it in the process that uses it: its connections do not survive a fork
     (gunicorn loads the app in each worker, after the fork)."""
 
@@ -178,11 +178,11 @@ class SqliteStore(Store):
             row = _one(
                 conn,
                 "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, steps,"
-                " enabled, secret, created_at, updated_at, signature_scheme)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                " enabled, secret, created_at, updated_at, signature_scheme, schedule)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config),
                  rows.steps_to_json(w), int(w.enabled), w.secret, to_ts(w.created_at), to_ts(w.updated_at),
-                 w.signature_scheme),
+                 w.signature_scheme, _schedule(w)),
             )
             return rows.workflow_from(row)
 
@@ -205,10 +205,10 @@ class SqliteStore(Store):
             row = _one(
                 conn,
                 "UPDATE workflows SET name = ?, trigger_type = ?, action_type = ?, config = ?, steps = ?,"
-                " enabled = ?, secret = ?, updated_at = ?, signature_scheme = ?"
+                " enabled = ?, secret = ?, updated_at = ?, signature_scheme = ?, schedule = ?"
                 " WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL RETURNING *",
                 (w.name, w.trigger_type, w.action_type, to_json(w.config), rows.steps_to_json(w), int(w.enabled),
-                 w.secret, to_ts(w.updated_at), w.signature_scheme, w.id, w.tenant_id),
+                 w.secret, to_ts(w.updated_at), w.signature_scheme, _schedule(w), w.id, w.tenant_id),
             )
             return rows.workflow_from(row) if row else None
 
