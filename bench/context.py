@@ -25,10 +25,15 @@ class Timing:
     storm_connections: int = 500
     cancels: int = 10
     pending: int = 1_000
+    sustained: int = 100_000  # webhooks of the sustained distributed run
+    burst: int = 1_000  # webhooks per one-second burst
+    sustained_limit: float = 1_500  # seconds the sustained run may send for
+    sustained_queue: int = 1_000  # its IPAAS_QUEUE_SIZE (the shared backlog)
 
     @classmethod
     def quick(cls) -> Timing:
-        return cls(ingest=5, warmup=1, e2e=15, e2e_skip=3, paced=6, storm_requests=2_000, cancels=5, pending=1_000)
+        return cls(ingest=5, warmup=1, e2e=15, e2e_skip=3, paced=6, storm_requests=2_000, cancels=5, pending=1_000,
+                   sustained=5_000)
 
 
 @dataclass

@@ -13,13 +13,59 @@ measured, for `paced` s: ack and accept-to-delivered latency below saturation.""
 from __future__ import annotations
 
 import time
+from typing import Callable, Iterable, Mapping
 
 import wrk
 from context import Context
-from procs import CpuWatch, cpu_seconds, split_sampled
+from procs import CpuTally, CpuWatch, split_sampled
 from service import Service
 
 PACED_CONNECTIONS = 10
+
+
+def saturate(ctx: Context, server: Service, workflow: str, parts: Mapping[str, Callable[[], Iterable[int]]],
+             record: dict) -> dict:
+    """wrk -c50 on `workflow` for `e2e` s, then wait for the backlog to drain; fills `record` with the rates,
+    latencies, losses, and `cpu_ms_<part>`: CPU ms per delivered execution of each part's processes (the
+    pids given by `parts`, sampled every 0.5 s: procs.CpuTally)."""
+    rx, t = ctx.receiver, ctx.timing
+    rx.reset()
+    cpu, tallies = CpuWatch(), {name: CpuTally(pids) for name, pids in parts.items()}
+    for tally in tallies.values():
+        tally.start()
+    with split_sampled(server.port) as split:
+        load = wrk.run(server.webhook_url(workflow), connections=50, seconds=t.e2e)
+    # As in ingest.py: all 50 connections on one gunicorn process cap the run near one core.
+    record["conn_split"] = split
+    used = {name: tally.stop() for name, tally in tallies.items()}
+    record["cpu"] = cpu.stop()
+    start, end = load["t_start"] + t.e2e_skip, load["t_end"]
+    window = rx.get(f"/_latency?from={start}&to={end}")
+    series = rx.get(f"/_series?from={start}&to={end}&step=1")["counts"]
+    delivered_in_load = max(1, rx.get(f"/_latency?from=0&to={end}")["n"])
+    rx.wait_quiet(quiet=1.5, limit=120)
+    stats, counts = rx.stats(), server.counts(workflow)
+    record.update({
+        "completed_per_s": round(window["n"] / (end - start), 1),
+        "min_window_per_s": min(series) if series else None,
+        "a2d_p50_ms": window.get("p50_ms"), "a2d_p99_ms": window.get("p99_ms"),
+        "a2d_max_ms": window.get("max_ms"),
+        "accepted_per_s": load["accepted_per_s"], "ack_p50_ms": load["p50_ms"], "ack_p99_ms": load["p99_ms"],
+        "s503": load["s503"], "other_status": load["other_status"], "socket_errors": load["socket_errors"],
+        "rows": sum(counts.values()), "succeeded": counts.get("succeeded", 0),
+        "delivered": stats["unique"], "duplicates": stats["duplicates"],
+        # wrk does not count the requests in flight when it stops: the rows are the truth.
+        "lost": sum(counts.values()) - stats["unique"],
+    })
+    # CPU per execution over the whole load (ingest + run + record, see ingest.py), per part
+    record.update({f"cpu_ms_{name}": round(seconds * 1000 / delivered_in_load, 2) for name, seconds in used.items()})
+    record["cpu_ms"] = round(sum(used.values()) * 1000 / delivered_in_load, 2)
+    ctx.log(f"  completed {record['completed_per_s']:.0f}/s (slowest second {record['min_window_per_s']})"
+            f"  a2d p50 {record['a2d_p50_ms']} p99 {record['a2d_p99_ms']} ms  ack p99 {load['p99_ms']:.0f} ms"
+            f"  rows {record['rows']} delivered {record['delivered']}  connections per process {split}"
+            f"  CPU ms/execution {record['cpu_ms']} {[record[f'cpu_ms_{name}'] for name in used]}"
+            f"  foreign cpu {record['cpu']['foreign_cores']}")
+    return record
 
 
 def run(ctx: Context) -> list[dict]:
@@ -34,37 +80,7 @@ def run(ctx: Context) -> list[dict]:
             ctx.log(f"e2e run {index + 1}/{ctx.runs}")
             record = {"scenario": "e2e", "run": index, "settle_busy": ctx.settle()}
             workflow = server.create_workflow(rx.url("/hook/slack"), name=f"e2e-{index}")
-            rx.reset()
-            cpu, server_cpu = CpuWatch(), cpu_seconds(server.pids())
-            with split_sampled(server.port) as split:
-                load = wrk.run(server.webhook_url(workflow), connections=50, seconds=t.e2e)
-            # As in ingest.py: all 50 connections on one gunicorn process cap the run near one core.
-            record["conn_split"] = split
-            server_cpu = cpu_seconds(server.pids()) - server_cpu
-            record["cpu"] = cpu.stop()
-            start, end = load["t_start"] + t.e2e_skip, load["t_end"]
-            window = rx.get(f"/_latency?from={start}&to={end}")
-            series = rx.get(f"/_series?from={start}&to={end}&step=1")["counts"]
-            rx.wait_quiet(quiet=1.5, limit=120)
-            stats, counts = rx.stats(), server.counts(workflow)
-            record.update({
-                "completed_per_s": round(window["n"] / (end - start), 1),
-                # server CPU per execution over the whole load (ingest + run + record), see ingest.py
-                "cpu_ms": round(server_cpu * 1000 / max(1, rx.get(f"/_latency?from=0&to={end}")["n"]), 2),
-                "min_window_per_s": min(series) if series else None,
-                "a2d_p50_ms": window.get("p50_ms"), "a2d_p99_ms": window.get("p99_ms"),
-                "a2d_max_ms": window.get("max_ms"),
-                "accepted_per_s": load["accepted_per_s"], "ack_p50_ms": load["p50_ms"], "ack_p99_ms": load["p99_ms"],
-                "s503": load["s503"], "other_status": load["other_status"], "socket_errors": load["socket_errors"],
-                "rows": sum(counts.values()), "succeeded": counts.get("succeeded", 0),
-                "delivered": stats["unique"], "duplicates": stats["duplicates"],
-                # wrk does not count the requests in flight when it stops: the rows are the truth.
-                "lost": sum(counts.values()) - stats["unique"],
-            })
-            ctx.log(f"  completed {record['completed_per_s']:.0f}/s (slowest second {record['min_window_per_s']})"
-                    f"  a2d p50 {record['a2d_p50_ms']} p99 {record['a2d_p99_ms']} ms  ack p99 {load['p99_ms']:.0f} ms"
-                    f"  rows {record['rows']} delivered {record['delivered']}  connections per worker {split}  foreign cpu "
-                    f"{record['cpu']['foreign_cores']}")
+            saturate(ctx, server, workflow, {"server": server.pids}, record)
             _paced(ctx, server, record, index)
             records.append(ctx.save(record))
     finally:

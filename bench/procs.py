@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -161,3 +161,51 @@ def connection_split(port: int) -> list[int]:
     for pid in re.findall(r"pid=(\d+)", out):
         counts[pid] = counts.get(pid, 0) + 1
     return sorted(counts.values(), reverse=True)
+
+
+def own_cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of one process (not of its reaped children); None if it is gone."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICK if fields and fields[0] != "Z" else None
+
+
+def cmdline(pid: int) -> str:
+    """The process's command line (or title, as PostgreSQL sets it), "" if it is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class CpuTally(threading.Thread):
+    """CPU seconds used by a changing set of processes over an interval, e.g. PostgreSQL backends that
+    connection pools open and close: `pids()` is sampled every `interval` s and each process counts
+    from its first sample (0 for one that appeared after the start, i.e. started within the interval)
+    to its last; a process that exits loses at most `interval` s of its CPU. `stop()` returns the total."""
+
+    def __init__(self, pids: Callable[[], Iterable[int]], interval: float = 0.5) -> None:
+        super().__init__(daemon=True, name="cpu-tally")
+        self._pids, self.interval = pids, interval
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop_event = threading.Event()
+        self._sample(at_start=True)
+
+    def _sample(self, at_start: bool = False) -> None:
+        for pid in self._pids():
+            seconds = own_cpu_seconds(pid)
+            if seconds is not None:
+                self._first.setdefault(pid, seconds if at_start else 0.0)
+                self._last[pid] = seconds
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(5)
+        self._sample()
+        return sum(self._last[pid] - self._first[pid] for pid in self._last)

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py [--quick] [--scenarios ingest,e2e,storm,cancel,recovery] [--runs 3]
     .venv/bin/python bench/run.py --scenarios shared      # the shared yardstick, same session (+ lua)
     .venv/bin/python bench/run.py --scenarios lua         # what wrk's response() callback costs
+    .venv/bin/python bench/run.py --scenarios distributed,sustained [--sustained 100000]   # PostgreSQL + Redis
 
 Starts every process itself on 127.0.0.1 (the service under gunicorn with gunicorn.conf.py on a temp
 SQLite file, the bare-Flask baseline, bench/receiver.py), prints a markdown table (median [min–max]
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import distributed  # noqa: E402
 import e2e  # noqa: E402
 import service  # noqa: E402
 import faults  # noqa: E402
@@ -34,7 +36,9 @@ from service import BENCH, ROOT, Receiver, workdir  # noqa: E402
 from stats import table  # noqa: E402
 
 SCENARIOS = {"ingest": ingest.run, "e2e": e2e.run, "storm": storm.run, "cancel": faults.cancel,
-             "recovery": faults.recovery, "shared": shared.run, "lua": shared.lua_cost}
+             "recovery": faults.recovery, "shared": shared.run, "lua": shared.lua_cost,
+             "distributed": distributed.compare, "sustained": distributed.sustained}
+TABLES = {"distributed": distributed.table, "sustained": distributed.sustained_table}  # their own layout
 DEFAULT = "ingest,e2e,storm,cancel,recovery"
 
 
@@ -75,6 +79,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, help="runs per scenario (default 3)")
     parser.add_argument("--e2e-rate", type=float, help="executions/s for the storm's ideal time when the e2e "
                                                        "scenario is not run in the same invocation")
+    parser.add_argument("--sustained", type=int, help="webhooks of the sustained scenario (default 100,000; "
+                                                      "quick 5,000)")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory (logs, databases)")
     parser.add_argument("--root", help="project tree to run instead of this one, e.g. an export made with "
                                        "`git archive COMMIT | tar -x -C DIR` (the .venv and bench/ stay these)")
@@ -98,7 +104,10 @@ def main() -> int:
     out_dir.mkdir(exist_ok=True)
     directory = workdir()
     receiver = Receiver(directory).start()
-    ctx = Context(runs=args.runs or (1 if args.quick else 3), timing=Timing.quick() if args.quick else Timing(),
+    timing = Timing.quick() if args.quick else Timing()
+    if args.sustained:
+        timing.sustained = args.sustained
+    ctx = Context(runs=args.runs or (1 if args.quick else 3), timing=timing,
                   workdir=directory, out=out_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl", receiver=receiver,
                   e2e_rate=args.e2e_rate,
                   settle_limit=args.settle if args.settle is not None else (0 if args.quick else 60))
@@ -117,7 +126,12 @@ def main() -> int:
     print(f"\nipaas bench, {info['date']}, commit {info['commit']}, {info['nproc']} cores ({info['cpu']}), "
           f"Python {info['python']}, SQLite {info['sqlite']}, {info['gunicorn']}; "
           f"{'quick' if args.quick else 'full'} mode, {ctx.runs} run(s) per scenario\n")
-    print(table([r for r in ctx.records if r["scenario"] not in ("machine", "shared", "lua")]))
+    common = [r for r in ctx.records if r["scenario"] not in ("machine", "shared", "lua", *TABLES)]
+    if common:
+        print(table(common))
+    for name, layout in TABLES.items():
+        if any(record["scenario"] == name for record in ctx.records):
+            print(f"\n{name}:\n{layout([r for r in ctx.records if r['scenario'] == name])}")
     for record in ctx.records:
         if record["scenario"] in ("shared", "lua"):
             print(f"\n{record['scenario']}:\n{record['table']}")

@@ -173,16 +173,50 @@ class Receiver(Group):
         return last
 
 
-class Service(Group):
-    """`gunicorn -c gunicorn.conf.py wsgi:app` from the project root, on a SQLite file in `workdir`."""
+class SqliteFile:
+    """The store of a single-machine service: a SQLite file, read back read-only (WAL) by the harness.
+    bench/cluster.py's PostgresDatabase has the same `url`, `counts` and `statuses`."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None, name: str = "ipaas") -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+
+    def _rows(self, sql: str, params: tuple | list) -> list[tuple]:
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def counts(self, workflow_id: str) -> dict[str, int]:
+        """Executions of a workflow by status."""
+        return dict(self._rows("SELECT status, COUNT(*) FROM executions WHERE workflow_id = ? GROUP BY status",
+                               (workflow_id,)))
+
+    def statuses(self, ids: list[str]) -> dict[str, str]:
+        """The status of each of the given executions that exists."""
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(self._rows(f"SELECT id, status FROM executions WHERE id IN ({','.join('?' * len(chunk))})",
+                                    chunk))
+        return found
+
+
+class Service(Group):
+    """`gunicorn -c gunicorn.conf.py wsgi:app` from the project root, on a SQLite file in `workdir` unless
+    given another `database` (bench/cluster.py: PostgreSQL)."""
+
+    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None, name: str = "ipaas",
+                 database: Any = None) -> None:
         super().__init__(name, workdir)
         self.port = procs.free_port()
-        self.db_path = workdir / f"{name}.sqlite3"
+        self.database = database or SqliteFile(workdir / f"{name}.sqlite3")
         self.env = {key: value for key, value in os.environ.items() if key != "GUNICORN_CMD_ARGS"}
         self.env.update(SERVICE_ENV)
-        self.env.update({"IPAAS_DATABASE_URL": f"sqlite:///{self.db_path}", "PYTHONUNBUFFERED": "1"})
+        self.env.update({"IPAAS_DATABASE_URL": self.database.url, "PYTHONUNBUFFERED": "1"})
         self.env.update(env or {})
         self.key: str | None = None
         self.started_at = self.ready_at = 0.0
@@ -242,31 +276,10 @@ class Service(Group):
         return f"http://127.0.0.1:{self.port}/api/webhooks/{workflow_id}"
 
     def counts(self, workflow_id: str) -> dict[str, int]:
-        """Executions of a workflow by status, read from the database file (read-only, WAL)."""
-        import sqlite3
-
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
-        try:
-            rows = conn.execute("SELECT status, COUNT(*) FROM executions WHERE workflow_id = ? GROUP BY status",
-                                (workflow_id,)).fetchall()
-        finally:
-            conn.close()
-        return dict(rows)
+        return self.database.counts(workflow_id)
 
     def statuses(self, ids: list[str]) -> dict[str, str]:
-        """The status of each of the given executions that exists."""
-        import sqlite3
-
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
-        try:
-            found: dict[str, str] = {}
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                found.update(conn.execute(f"SELECT id, status FROM executions WHERE id IN ({marks})", chunk))
-        finally:
-            conn.close()
-        return found
+        return self.database.statuses(ids)
 
 
 class Baseline(Group):

@@ -99,3 +99,19 @@ def table(records: list[dict[str, Any]]) -> str:
         lines.append(f"| {scenario} | other processes' CPU during the runs, cores | {spread(loads, '{:.2f}')} "
                      f"| {len(runs)} |")
     return "\n".join(lines)
+
+
+def columns(records: list[dict[str, Any]], column: str, rows: list[tuple[str, str, Callable[[list[Any]], str]]]) -> str:
+    """A markdown table with one column per value of record[column] (in order of appearance) and one line
+    per (label, keys joined by |, summary) row: median [min–max] over the records of that column."""
+    names = list(dict.fromkeys(record[column] for record in records))
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, keys, summarise in rows:
+        cells = []
+        for name in names:
+            runs = [record for record in records if record[column] == name]
+            parts = [summarise([run.get(key) for run in runs]) for key in keys.split("|")]
+            cells.append(" / ".join(parts))
+        if any(cell.strip("– /") for cell in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

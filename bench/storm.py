@@ -23,10 +23,12 @@ STALL = 30.0
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
 
-def send(url: str, n: int, c: int, ids_out: str | None = None, deadline: float = 600.0) -> dict:
-    """Run bench/sender.py in its own process (its CPU is not the harness's GIL) and return its summary."""
+def send(url: str, n: int, c: int, ids_out: str | None = None, deadline: float = 600.0,
+         extra: tuple[str, ...] = ()) -> dict:
+    """Run bench/sender.py in its own process (its CPU is not the harness's GIL) and return its summary;
+    `extra`: more of its options (--burst B --retry-503)."""
     command = [sys.executable, str(BENCH / "sender.py"), "--url", url, "-n", str(n), "-c", str(c),
-               "--deadline", str(deadline)]
+               "--deadline", str(deadline), *extra]
     if ids_out:
         command += ["--ids-out", ids_out]
     done = subprocess.run(command, capture_output=True, text=True, timeout=deadline + 30)
