@@ -41,7 +41,8 @@ def execution(execution_id: str) -> Response:
         workflow = services().get_workflow(principal(), found.workflow_id)
     except NotFound:
         workflow = None  # deleted since: its executions stay readable
-    return render_page("execution.html", "_execution.html", execution=found, workflow=workflow)
+    steps = services().steps_of(principal().tenant_id, [found])[found.id]
+    return render_page("execution.html", "_execution.html", execution=found, workflow=workflow, steps=steps)
 
 
 @bp.post("/ui/executions/<execution_id>/cancel")
