@@ -20,7 +20,8 @@ _ACTION_REFUSALS = (Conflict, QueueFull, RateLimited, Unavailable)
 @bp.get("/ui/executions")
 def executions() -> Response:
     workflow_id = request.args.get("workflow_id") or None
-    status = validation.status_arg(request.args.get("status"))
+    # The filter form sends "Any status" as an empty value: no filter, unlike the API's 422.
+    status = validation.status_arg(request.args.get("status") or None)
     cursor = request.args.get("cursor") or None
     page = services().list_executions(principal(), workflow_id=workflow_id, status=status,
                                       limit=PAGE_SIZE, cursor=cursor)
