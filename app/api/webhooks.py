@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from app import logutils, validation
 from app.api.auth import services
+from app.api.requestlog import logged_by_outcome
 from app.api.bodies import collapse, webhook_payload
 from app.api.encodings import decode_content
 from app.api.serialize import execution_json
@@ -53,6 +54,8 @@ def receive(workflow_id: str):
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
                                     headers=_recorded_headers(),
                                     query=collapse(request.args.lists()), idempotency_key=_idempotency_key(payload))
+    if created and svc.engine is not None and svc.engine.owner_id is not None:
+        logged_by_outcome()
     if wait is None or not created:
         return jsonify({"execution_id": execution.id}), 202
     finished = svc.wait(execution, wait, _sender_hung_up)
