@@ -77,13 +77,16 @@ def revoke_key(key_prefix: str) -> None:
 
 
 @workflows.command("list")
-@click.option("--tenant", "tenant_id", default=None, help="Only this tenant id.")
+@click.option("--tenant", "tenant_id", default=None,
+              help="Only this tenant id (tn_..., as `users create` prints it).")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 200))
 def list_workflows(tenant_id: str | None, limit: int) -> None:
     """List workflows, newest first, one JSON object per line."""
     for wf in _services().store.list_workflows(tenant_id, limit=limit).items:
+        one_step = len(wf.steps) == 1  # as the API shows it: action_type only for a workflow of one step
         click.echo(json.dumps({"id": wf.id, "tenant_id": wf.tenant_id, "name": wf.name,
-                               "trigger_type": wf.trigger_type, "action_type": wf.action_type,
+                               "trigger_type": wf.trigger_type, "action_type": wf.action_type if one_step else None,
+                               "steps": [step.name for step in wf.steps],
                                "enabled": wf.enabled, "created_at": isoformat(wf.created_at)}))
 
 

@@ -24,6 +24,8 @@ TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "http_header": (("name", "value"), ()),
     "http_basic": (("username", "password"), ()),
 }
+# type -> the keys whose values are secret: never shown, redacted wherever they appear
+SECRET_KEYS: dict[str, tuple[str, ...]] = {"smtp": ("password",), "http_header": ("value",), "http_basic": ("password",)}
 
 
 def _string(data: dict[str, Any], key: str, *, allow_empty: bool = False) -> None:
@@ -73,8 +75,7 @@ def basic_authorization(data: dict[str, Any]) -> str:
 
 def secret_values(kind: str, data: dict[str, Any]) -> list[str]:
     """The strings of a credential that must never be shown: redacted from results, errors and logs."""
-    if kind == "http_header":
-        return [data["value"]]
+    values = [data[key] for key in SECRET_KEYS[kind] if data.get(key)]
     if kind == "http_basic":
-        return [data["password"], basic_authorization(data).split(" ", 1)[1]]
-    return [data["password"]] if data.get("password") else []
+        values.append(basic_authorization(data).split(" ", 1)[1])
+    return values

@@ -71,6 +71,10 @@ class CredentialsMixin:
         if not self.store.delete_credential(principal.tenant_id, credential_id):
             raise NotFound(f"no credential {credential_id!r}")
 
+    def workflows_using_credential(self, principal: Principal, credential_id: str) -> list[Workflow]:
+        """The tenant's workflows with a step that uses the credential (they block its deletion)."""
+        return self._workflows_using(principal.tenant_id, credential_id)
+
     def _workflows_using(self, tenant_id: str, credential_id: str) -> list[Workflow]:
         using, cursor = [], None
         while True:

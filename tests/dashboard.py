@@ -2,6 +2,8 @@
 record workflows and executions through Services and the store (fixtures `services`, `signed_in`)."""
 from __future__ import annotations
 
+import re
+from html import unescape
 from datetime import datetime
 from typing import Any
 
@@ -41,13 +43,27 @@ def post(client: FlaskClient, path: str, data: dict[str, Any] | None = None, **k
     return client.post(path, data={"csrf_token": csrf(client), **(data or {})}, **kwargs)
 
 
+def field_errors(html: str) -> dict[str, str]:
+    """The messages shown beside inputs (unescaped), by input id (the `<id>-error` paragraphs of
+    _macros.field_error)."""
+    found = re.findall(r'<p class="field-error" id="([a-z_-]+?)-error">([^<]*)</p>', html)
+    return {input_id: unescape(message) for input_id, message in found}
+
+
+def make_credential(services: Any, account: Any, *, name: str = "partner key", kind: str = "http_header",
+                    data: dict[str, Any] | None = None) -> Any:
+    return services.create_credential(principal_of(account), {
+        "name": name, "type": kind, "data": data or {"name": "X-Api-Key", "value": "k-SECRET-1"}})
+
+
 def principal_of(account: Any) -> Principal:
     return Principal(tenant_id=account.tenant_id, user_id=account.user_id, key_prefix=account.key[:12])
 
 
 def make_workflow(services: Any, account: Any, **fields: Any) -> Workflow:
-    body = {"name": "orders", "trigger_type": "webhook", "action_type": "http_request",
-            "config": {"url": "http://127.0.0.1:9/hook"}, **fields}
+    """A workflow of one http_request step, or of the `steps` given."""
+    action = {} if "steps" in fields else {"action_type": "http_request", "config": {"url": "http://127.0.0.1:9/hook"}}
+    body = {"name": "orders", "trigger_type": "webhook", **action, **fields}
     return services.create_workflow(principal_of(account), body)
 
 

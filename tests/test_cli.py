@@ -98,3 +98,23 @@ def test_executions_purge_removes_only_old_finished_ones(runner, app, account):
     assert store.get_execution(None, old.id) is None
     assert store.get_execution(None, recent.id) is not None and store.get_execution(None, old_queued.id) is not None
     assert runner.invoke(args=["executions", "purge", "--older-than", "-1"]).exit_code != 0
+
+
+def test_workflows_list_shows_action_type_as_the_api_does(runner, client, account, other_account):
+    def create(who, body):
+        response = client.post("/api/workflows", json={"name": "w", "trigger_type": "webhook", **body},
+                               headers=who.headers)
+        assert response.status_code == 201, response.json
+        return response.json["id"]
+
+    one = create(account, {"action_type": "http_request", "config": {"url": "https://x.test/"}})
+    two = create(account, {"steps": [
+        {"name": "lookup", "action_type": "http_request", "config": {"url": "https://x.test/"}},
+        {"name": "notify", "action_type": "http_request", "config": {"url": "https://y.test/"}}]})
+    create(other_account, {"action_type": "http_request", "config": {"url": "https://z.test/"}})
+
+    result = runner.invoke(args=["workflows", "list", "--tenant", account.tenant_id])
+    listed = {line["id"]: line for line in map(json.loads, result.output.splitlines())}
+    assert set(listed) == {one, two}
+    assert (listed[one]["action_type"], listed[one]["steps"]) == ("http_request", ["main"])
+    assert (listed[two]["action_type"], listed[two]["steps"]) == (None, ["lookup", "notify"])

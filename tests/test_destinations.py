@@ -9,7 +9,6 @@ import pytest
 
 from app.connectors import ActionError
 from app.engine.cancel import CancelToken
-from tests.conftest import make_account
 from tests.receiver import Reply, make_client, receiver  # noqa: F401 (fixtures)
 from tests.serverproc import wait_until
 
@@ -17,13 +16,9 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01" + bytes(range(256))
 
 
 @pytest.fixture
-def client(engine_app):
-    return engine_app.test_client()
-
-
-@pytest.fixture
-def account(engine_app):
-    return make_account(engine_app.extensions["ipaas"].store)
+def app(engine_app):
+    """Every test here runs executions: conftest's client and account then use the engine's app."""
+    return engine_app
 
 
 def run(client, account, config) -> dict:

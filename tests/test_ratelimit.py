@@ -1,6 +1,7 @@
 """The tenant rate limiter: shared buckets in the store, leased to each process in small batches."""
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -76,3 +77,33 @@ def test_tenants_have_separate_buckets(clocks):
     with pytest.raises(RateLimited):
         limit.check("tn_a")
     limit.check("tn_b")
+
+
+class RacingStore:
+    """A store whose first `racing` token takers all reach it before any of them goes on, as in a burst."""
+
+    def __init__(self, store, racing: int):
+        self._store = store
+        self.barrier = threading.Barrier(racing)
+        self.racing = racing
+
+    def take_tokens(self, *args, **kwargs):
+        taken = self._store.take_tokens(*args, **kwargs)
+        if self.racing > 0:
+            self.racing -= 1
+            self.barrier.wait(timeout=5)
+        return taken
+
+
+def test_leases_taken_by_racing_threads_are_pooled_not_lost(clocks):
+    store, racing = MemoryStore(), 8
+    limit = limiter(RacingStore(store, racing), clocks, rate=100, burst=1000)
+    threads = [threading.Thread(target=limit.check, args=("acme",)) for _ in range(racing)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    for _ in range(racing * 9):  # each racer leased 10 and spent 1: 72 are left in this process
+        limit.check("acme")
+
+    assert left_in_bucket(store, "acme", rate=100, burst=1000, now=clocks.now) == 1000 - racing * 10

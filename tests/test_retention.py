@@ -9,7 +9,7 @@ from app.engine import create_engine
 from app.engine.retention import CHECK_EVERY, Retention
 from app.metrics import Metrics
 from app.models import Execution, ExecutionStatus, User, Workflow, new_id
-from app.store import MemoryStore, SqliteStore, Store
+from app.store import MemoryStore, PostgresStore, SqliteStore, Store
 from tests.serverproc import wait_until
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -26,9 +26,12 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path) -> Store:
-    backend = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "ipaas.sqlite3"))
+    if request.param == "postgres":
+        backend: Store = PostgresStore(request.getfixturevalue("postgres_url"), pool_size=2)
+    else:
+        backend = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "ipaas.sqlite3"))
     backend.init_schema()
     yield backend
     backend.shutdown()

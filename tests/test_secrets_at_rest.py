@@ -11,6 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from cryptography.fernet import Fernet
 
 from app import create_app, shutdown_app
@@ -31,6 +32,24 @@ def database_bytes(tmp_path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists())
 
 
+def postgres_rows(url: str) -> bytes:
+    """Every row of every table of the database, as PostgreSQL's own text of the row."""
+    tables = [row[0] for row in query_database(
+        Path("."), "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", url=url)]
+    text = [str(row[0]) for table in tables for row in query_database(Path("."), f'SELECT t::text FROM "{table}" t',
+                                                                        url=url)]
+    return "\n".join(text).encode()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    """(the server's environment, a function returning what the database holds) for each store."""
+    if request.param == "sqlite":
+        return {}, lambda: database_bytes(tmp_path)
+    url = request.getfixturevalue("postgres_url")
+    return {"IPAAS_DATABASE_URL": url}, lambda: postgres_rows(url)
+
+
 def stored_secrets(tmp_path: Path) -> list[tuple]:
     return query_database(tmp_path, "SELECT secret FROM workflows UNION ALL SELECT encrypted_data FROM credentials")
 
@@ -40,11 +59,12 @@ def signed(body: bytes, secret: str) -> dict[str, str]:
     return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
 
 
-def test_plaintext_secrets_appear_nowhere(tmp_path, receiver):
-    user = create_user(tmp_path, "ann@acme.test", "acme")
+def test_plaintext_secrets_appear_nowhere(tmp_path, receiver, database):
+    env, stored = database
+    user = create_user(tmp_path, "ann@acme.test", "acme", env=env)
     # The receiver echoes the credential's header back: the result must still not show it.
     receiver.respond("/api", Reply(200, body=f'{{"you_sent": "{HEADER_VALUE}"}}'))
-    with GunicornServer({"IPAAS_ALLOW_PRIVATE_NETWORKS": "true"}, tmp_path) as server:
+    with GunicornServer({"IPAAS_ALLOW_PRIVATE_NETWORKS": "true", **env}, tmp_path) as server:
         answers = []
         for kind, data in (("http_header", {"name": "X-Api-Key", "value": HEADER_VALUE}),
                            ("smtp", {"host": "127.0.0.1", "port": 25, "security": "none", "from": "a@b.test",
@@ -75,8 +95,10 @@ def test_plaintext_secrets_appear_nowhere(tmp_path, receiver):
                     server.request("GET", "/api/credentials", headers=user.auth),
                     server.request("GET", f"/api/credentials/{credential_id}", headers=user.auth)]
         logs = "\n".join(server.raw_logs())
+    held = stored()
+    assert b"paid" in held  # it reads the real rows: the payload is stored as it came
     for plaintext in PLAINTEXTS:
-        assert plaintext.encode() not in database_bytes(tmp_path)
+        assert plaintext.encode() not in held
         assert plaintext not in logs
         assert all(plaintext.encode() not in answer.body for answer in answers)
 

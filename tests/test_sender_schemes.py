@@ -15,7 +15,6 @@ from slack_sdk.signature import SignatureVerifier
 
 from app.security.signatures import (SignatureError, sign_github, sign_shopify, sign_slack, sign_standard,
                                      sign_stripe, verify_signature)
-from tests.conftest import make_account
 
 NOW = 1_700_000_000
 BODY = b'{"id": "evt_1", "type": "charge.succeeded", "note": "caf\xc3\xa9"}'
@@ -123,13 +122,9 @@ def test_a_pinned_scheme_accepts_only_its_own_signature(pinned, sent, headers):
 
 # --- through the API --------------------------------------------------------------------------------
 @pytest.fixture
-def client(engine_app):
-    return engine_app.test_client()
-
-
-@pytest.fixture
-def account(engine_app):
-    return make_account(engine_app.extensions["ipaas"].store)
+def app(engine_app):
+    """Every test here runs executions: conftest's client and account then use the engine's app."""
+    return engine_app
 
 
 def create(client, account, **fields):

@@ -12,7 +12,9 @@ from typing import Iterator
 import certifi
 import pytest
 
+from app import connectors
 from app.connectors import ActionError
+from app.connectors.base import Credential
 from app.engine.cancel import Cancelled, CancelToken
 from app.security.ssrf import STRICT, AddressPolicy, BlockedDestination, check_address, parse_ip_literal, \
     resolve_and_check
@@ -169,6 +171,20 @@ def test_client_drops_authorization_when_a_redirect_leaves_the_origin(make_clien
             client.send("GET", receiver.url(path), token=CancelToken(), headers={"Authorization": "Bearer s3cret"})
         assert "authorization" not in other.requests("/landed")[0].headers
     assert receiver.requests("/landed")[0].headers["authorization"] == "Bearer s3cret"
+
+
+def test_a_credentials_own_header_is_dropped_when_a_redirect_leaves_the_origin(make_client, receiver):
+    """An http_header credential (X-Api-Key) is as secret as Authorization: same-origin hops keep it."""
+    credential = Credential("http_header", {"name": "X-Api-Key", "value": "k3y"})
+    with Receiver() as other:
+        receiver.redirect("/away", other.url("/landed"))
+        receiver.redirect("/near", receiver.url("/landed"))
+        client = make_client()
+        for path in ("/away", "/near"):
+            connectors.get("http_request").execute({"url": receiver.url(path), "method": "GET"}, client,
+                                                   CancelToken(), credential=credential)
+        assert "x-api-key" not in other.requests("/landed")[0].headers
+    assert receiver.requests("/landed")[0].headers["x-api-key"] == "k3y"
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,22 @@
 """PostgreSQL-only behaviour: migrations (twice, and from two processes at once), the pool across a fork,
-errors that never show the password, an unreachable server, what the columns hold."""
+errors that never show the password, an unreachable server, what the columns hold, row locks."""
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import psycopg
 import pytest
 
+from app.models import StepRecord, StepStatus
 from app.store import PostgresStore, StoreError, create_store
 from app.store._pg_db import MIGRATIONS
 from tests.conftest import build_app
 from tests.serverproc import free_port
 from tests.test_store_races import run_processes
-from tests.test_store_sqlite import PROCESS_TIMEOUT, T0, queued, seed_workflow
+from tests.test_store_sqlite import PROCESS_TIMEOUT, T0, in_threads, queued, seed_workflow, wait_until
 
 PASSWORD = "hunter2-s3cret"
 
@@ -184,6 +186,48 @@ def test_migration_0002_gives_existing_workflows_the_auto_scheme(postgres_url):
     store = PostgresStore(postgres_url, pool_size=1)
     try:
         store.init_schema()
-        assert store.get_workflow(None, "wf_old").signature_scheme == "auto"
+        old = store.get_workflow(None, "wf_old")
+        assert (old.signature_scheme, old.plain, old.steps[0].action_type) == ("auto", True, "http_request")
     finally:
         store.shutdown()
+
+
+# --- row locks ---------------------------------------------------------------------------------------
+def lock_waiters(conn: psycopg.Connection) -> int:
+    """How many sessions of this database wait for a lock now."""
+    return conn.execute("SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'").fetchone()[0]
+
+
+def test_a_step_checkpoint_waits_for_a_racing_hand_over_and_then_records_nothing(store, postgres_url):
+    """record_step's owner check holds while it writes: a transaction moving the execution to another owner
+    makes it wait, and once that commits the checkpoint finds the execution no longer its own."""
+    execution, _ = store.create_execution(queued(seed_workflow(store).id, 1))
+    store.claim_execution(execution.id, owner="proc-a", now=T0)
+    record = StepRecord("main", 0, StepStatus.SUCCEEDED, attempts=1)
+    with psycopg.connect(postgres_url, autocommit=True) as watcher, psycopg.connect(postgres_url) as other:
+        other.execute("UPDATE executions SET status = 'queued', owner = 'proc-b' WHERE id = %s", (execution.id,))
+        threads, outcomes = in_threads({"record": lambda: store.record_step(execution.id, owner="proc-a",
+                                                                            step=record)})
+        wait_until(lambda: lock_waiters(watcher) == 1)
+        other.commit()
+    threads["record"].join(PROCESS_TIMEOUT)
+    assert outcomes == {"record": False}
+    assert store.list_steps(None, [execution.id]) == {execution.id: []}
+
+
+def test_a_purge_batch_skips_rows_another_transaction_holds(store, postgres_url):
+    workflow = seed_workflow(store)
+    ids = []
+    for number in (1, 2, 3):
+        execution, _ = store.create_execution(queued(workflow.id, number))
+        store.claim_execution(execution.id, owner="proc-a", now=T0)
+        store.finish_execution(execution.id, owner="proc-a", status="succeeded", attempts=1, now=T0)
+        ids.append(execution.id)
+    before = T0 + timedelta(hours=1)
+    with psycopg.connect(postgres_url) as other:
+        other.execute("SELECT id FROM executions WHERE id = %s FOR UPDATE", (ids[0],))
+        assert store.purge_executions(before=before, limit=2) == 2  # the oldest is held: not waited for
+        left = store.list_executions(None, limit=10).items
+        assert [e.id for e in left] == [ids[0]]
+    assert store.purge_executions(before=before, limit=2) == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -95,6 +97,19 @@ def take_one_by_one(barrier, results, url: str, tries: int) -> None:
         store.shutdown()
 
 
+def fire_slots(barrier, results, url: str, minutes: int) -> None:
+    """Child process: fire every minute's slot of the schedule in order, as a scheduler would; report the
+    slots this process recorded an execution for."""
+    store = create_store(url)
+    try:
+        barrier.wait(timeout=PROCESS_TIMEOUT)
+        won = [minute for minute in range(minutes)
+               if store.create_scheduled_execution(queued("wf_1", minute), slot=T0 + timedelta(minutes=minute))]
+        results.put(won)
+    finally:
+        store.shutdown()
+
+
 # --- threads -----------------------------------------------------------------------------------------
 def test_racing_threads_claim_an_execution_exactly_once(store):
     seed_workflow(store)
@@ -156,3 +171,15 @@ def test_racing_processes_draw_from_one_token_bucket(database):
     given = run_processes(take_one_by_one, [(url, 40), (url, 40)])
     assert sum(given) == 50
     assert store.take_tokens("tn_1", want=1, rate=0.001, burst=50, now=T0)[0] == 0
+
+
+@pytest.mark.slow
+def test_racing_processes_record_each_schedule_slot_exactly_once(database):
+    store, url = database
+    workflow = seed_workflow(store)
+    store.update_workflow(replace(workflow, trigger_type="schedule", schedule={"cron": "* * * * *",
+                                                                            "timezone": "UTC"}))
+    first, second = run_processes(fire_slots, [(url, 60), (url, 60)])
+    # Each process tries every slot in order, so every slot is recorded, by one of them only.
+    assert sorted(first + second) == list(range(60))
+    assert len(store.list_executions(None, limit=200).items) == 60

@@ -49,16 +49,6 @@ def app(exporter):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def account(app):
-    return make_account(app.extensions["ipaas"].store)
-
-
-@pytest.fixture
 def log_lines():
     """Every JSON line logged meanwhile, debug included, parsed (through the app's own handler and filters)."""
     stream = io.StringIO()

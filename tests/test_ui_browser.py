@@ -1,8 +1,9 @@
 """The dashboard as a person uses it: headless Chromium against the real service under gunicorn.
 
 Sign in with a key the CLI made, create a workflow through the form, send it a webhook, watch the
-execution appear and succeed without a reload, open it, replay it, cancel a blocked one, sign out; and
-the same execution page without JavaScript. Screenshots of each main page land in tmp_path/screens."""
+execution appear and succeed without a reload, open it, replay it, cancel a blocked one, add a credential,
+watch the two steps of a workflow that uses it succeed, sign out; and the same execution page without
+JavaScript. Screenshots of each main page land in tmp_path/screens."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from tests.serverproc import ServerStack, create_user, wait_until
 
 pytestmark = pytest.mark.slow
 WAIT = 15.0  # seconds for anything the page shows by itself (polls are 1-2 s apart)
+HEADER_SECRET = "k-SECRET-42"
 
 
 def by_css(driver, selector: str):
@@ -80,6 +82,7 @@ def service(tmp_path):
     with Receiver() as receiver, ServerStack(tmp_path, {"IPAAS_ALLOW_PRIVATE_NETWORKS": "true"}) as stack:
         receiver.respond("/hook", Reply(200, body='{"ok": true}', headers={"Content-Type": "application/json"}))
         receiver.respond("/slow", Reply(hang=True))
+        receiver.respond("/gate", Reply(hang=True))  # a step that holds until the test releases it
         user = create_user(tmp_path, "ada@example.com", "acme")
         yield stack.start(), receiver, user
 
@@ -156,21 +159,92 @@ def test_ui_browser_sign_in_create_watch_replay_cancel_sign_out(chromium, servic
     wait_until(lambda: status_text(driver) == "cancelled", WAIT, "the blocked execution was not cancelled")
     assert not [b for b in all_css(driver, "button") if b.text == "Cancel"]
 
+    credential_id = create_credential_through_the_form(driver, tmp_path)
+    watch_two_steps_succeed(driver, tmp_path, receiver, credential_id)
+
     driver.get(server.url("/ui/queue"))
     shows(driver, "#workers-busy", "0")
     shows(driver, "main", "Recent failures")
-    shoot(driver, tmp_path, "08-queue")
+    shoot(driver, tmp_path, "14-queue")
+    nightly = server.request("POST", "/api/workflows", headers=user.auth, body={
+        "name": "nightly report", "trigger_type": "schedule", "schedule": {"cron": "30 2 * * *", "timezone":
+                                                                           "Europe/Berlin"},
+        "action_type": "http_request", "config": {"url": receiver.url("/hook")}}).json()
+    driver.get(server.url(f"/ui/workflows/{nightly['id']}/edit"))
+    assert by_css(driver, "#schedule-cron").is_displayed() and by_css(driver, "#config").is_displayed()
+    assert not by_css(driver, "#steps").is_displayed()
+    shoot(driver, tmp_path, "15-workflow-form-schedule")
     driver.get(server.url("/ui/workflows"))
-    shoot(driver, tmp_path, "09-workflows")
+    shows(driver, "main", "next run")
+    shoot(driver, tmp_path, "16-workflows")
     driver.set_window_size(390, 844)  # a phone
     driver.get(server.url("/ui/executions"))
-    shoot(driver, tmp_path, "10-executions-phone")
+    shoot(driver, tmp_path, "17-executions-phone")
     driver.set_window_size(1280, 900)
 
     button(driver, "Sign out").click()
     shows(driver, "main", "Signed out.")
     driver.get(server.url("/ui/workflows"))
     assert driver.current_url.startswith(server.url("/ui/login"))
+
+
+def create_credential_through_the_form(driver, tmp_path: Path) -> str:
+    """Add an http_header credential on the Credentials page, a bad header name first; return its id."""
+    driver.find_element("link text", "Credentials").click()
+    shows(driver, "main", "No credentials yet.")
+    driver.find_element("link text", "Add your first credential").click()
+    driver.find_element("link text", "http_header").click()
+    by_css(driver, "#name").send_keys("partner key")
+    by_css(driver, "#data-name").send_keys("X Api Key")
+    by_css(driver, "#data-value").send_keys(HEADER_SECRET)
+    button(driver, "Create credential").click()
+    shows(driver, "#data-name-error", "data.name must be an HTTP header name")
+    assert by_css(driver, "#data-value").get_attribute("value") == ""  # a secret is never sent back
+    shoot(driver, tmp_path, "08-credential-form-error")
+    by_css(driver, "#data-name").clear()
+    by_css(driver, "#data-name").send_keys("X-Api-Key")
+    by_css(driver, "#data-value").send_keys(HEADER_SECRET)
+    button(driver, "Create credential").click()
+    shows(driver, "main", "Credential “partner key” created.")
+    assert HEADER_SECRET not in driver.page_source
+    shoot(driver, tmp_path, "09-credentials")
+    return by_css(driver, "tbody tr td code").text
+
+
+def watch_two_steps_succeed(driver, tmp_path: Path, receiver: Receiver, credential_id: str) -> None:
+    """Create a two-step workflow through the form (its second step holds at the receiver until released,
+    with the credential's header), run it, and watch both steps turn succeeded without a reload."""
+    from selenium.webdriver.support.select import Select
+
+    steps = [{"name": "lookup", "action_type": "http_request", "config": {"url": receiver.url("/hook")}},
+             {"name": "notify", "action_type": "http_request", "condition": "steps.lookup.status_code == 200",
+              "credential_id": credential_id, "config": {"url": receiver.url("/gate")}}]
+    driver.find_element("link text", "Workflows").click()
+    driver.find_element("link text", "New workflow").click()
+    by_css(driver, "#name").send_keys("lookup then notify")
+    Select(by_css(driver, "#trigger_type")).select_by_value("manual")
+    by_css(driver, "#mode-steps").click()
+    assert not by_css(driver, "#config").is_displayed() and by_css(driver, "#steps").is_displayed()
+    by_css(driver, "#steps").clear()
+    by_css(driver, "#steps").send_keys(json.dumps(steps, indent=1))
+    shoot(driver, tmp_path, "10-workflow-form-steps")
+    button(driver, "Create workflow").click()
+    shows(driver, "h1", "lookup then notify")
+    shoot(driver, tmp_path, "11-workflow-steps")
+    button(driver, "Run now").click()
+    shows(driver, "#execution-id", "ex_")
+    mark_page(driver)
+    receiver.wait_for(1, path="/gate")
+    shows(driver, "#step-notify .status", "running")
+    assert text(driver, "#step-lookup .status") == "succeeded"
+    shoot(driver, tmp_path, "12-execution-steps-running")
+    receiver.release()
+    shows(driver, "#step-notify .status", "succeeded")
+    wait_until(lambda: status_text(driver) == "succeeded", WAIT, "the two-step execution never showed as succeeded")
+    assert text(driver, "#step-lookup .status") == "succeeded"
+    assert still_same_page(driver), "the execution page was reloaded instead of refreshed"
+    assert receiver.requests("/gate")[0].headers["x-api-key"] == HEADER_SECRET
+    shoot(driver, tmp_path, "13-execution-steps")
 
 
 def test_ui_browser_without_javascript_reads_and_refreshes(service, tmp_path):

@@ -43,6 +43,14 @@ def test_ui_executions_filter_matching_nothing_says_so(signed_in, services, acco
     assert "No execution matches these filters yet." in signed_in.get("/ui/executions?status=cancelled").text
 
 
+def test_ui_executions_filter_form_with_any_status_and_any_workflow_lists_all(signed_in, services, account):
+    workflow = make_workflow(services, account)
+    made = record_execution(services, workflow)
+    for query in ("?workflow_id=&status=", f"?workflow_id={workflow.id}&status="):
+        response = signed_in.get(f"/ui/executions{query}")
+        assert response.status_code == 200 and execution_ids(response.text) == [made.id]
+
+
 def test_ui_executions_bad_status_filter_is_refused(signed_in):
     response = signed_in.get("/ui/executions?status=exploded")
     assert response.status_code == 422 and "status must be one of" in response.text

@@ -10,9 +10,10 @@ from tests.dashboard import csrf, post, sign_in
 
 PAGES = ["/ui/workflows", "/ui/workflows/new", "/ui/workflows/wf_x", "/ui/workflows/wf_x/edit",
          "/ui/workflows/wf_x/delete", "/ui/executions", "/ui/executions?status=failed", "/ui/executions/ex_x",
-         "/ui/queue", "/ui/logout"]
+         "/ui/queue", "/ui/logout", "/ui/credentials", "/ui/credentials/new", "/ui/credentials/cr_x/delete"]
 ACTIONS = ["/ui/workflows/new", "/ui/workflows/wf_x/edit", "/ui/workflows/wf_x/enabled",
            "/ui/workflows/wf_x/delete", "/ui/workflows/wf_x/run", "/ui/executions/ex_x/cancel",
+           "/ui/credentials/new", "/ui/credentials/cr_x/delete",
            "/ui/executions/ex_x/replay", "/ui/logout"]
 
 

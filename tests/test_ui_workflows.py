@@ -8,15 +8,11 @@ from datetime import timedelta
 import pytest
 
 from app.models import utcnow
-from tests.dashboard import HOSTILE, make_workflow, post, principal_of, record_execution
+from tests.dashboard import HOSTILE, field_errors, make_workflow, post, principal_of, record_execution
 from tests.dashboard import services, signed_in  # noqa: F401 (fixtures)
 
 GOOD_FORM = {"name": "orders", "trigger_type": "webhook", "action_type": "http_request",
              "config": json.dumps({"url": "http://127.0.0.1:9/hook"}), "enabled": "on"}
-
-
-def field_errors(html: str) -> dict[str, str]:
-    return dict(re.findall(r'<p class="field-error" id="([a-z_]+)-error">([^<]*)</p>', html))
 
 
 def test_ui_workflows_empty_list_says_what_to_do(signed_in):

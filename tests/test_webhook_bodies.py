@@ -11,20 +11,15 @@ import pytest
 
 from app.api.encodings import decode_content
 from app.errors import PayloadTooLarge
-from tests.conftest import make_account
 
 BOM = b"\xef\xbb\xbf"
 FORM = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture
-def client(engine_app):
-    return engine_app.test_client()
-
-
-@pytest.fixture
-def account(engine_app):
-    return make_account(engine_app.extensions["ipaas"].store)
+def app(engine_app):
+    """Every test here runs executions: conftest's client and account then use the engine's app."""
+    return engine_app
 
 
 @pytest.fixture

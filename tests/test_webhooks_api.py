@@ -13,13 +13,9 @@ from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
-def client(engine_app):
-    return engine_app.test_client()
-
-
-@pytest.fixture
-def account(engine_app):
-    return make_account(engine_app.extensions["ipaas"].store)
+def app(engine_app):
+    """Every test here runs executions: conftest's client and account then use the engine's app."""
+    return engine_app
 
 
 def make_workflow(client, account, url, **extra):

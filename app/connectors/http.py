@@ -75,7 +75,8 @@ class HttpRequest(Connector):
         data, content_type = encode_body(config.get("body"))
         if content_type and not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = content_type
-        headers.update(credential_header(credential))
+        secret_headers = credential_header(credential)
+        headers.update(secret_headers)
         response = client.send(config.get("method", "POST").upper(), rendered_url(config, "url"), token=token,
-                               headers=headers, data=data, timeout=config.get("timeout"))
+                               headers=headers, data=data, timeout=config.get("timeout"), sensitive=secret_headers)
         return ActionResult.of(response)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 from urllib.parse import urljoin, urlsplit
 
 from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager, Timeout
@@ -166,10 +166,11 @@ def _same_origin(old: str, new: str) -> bool:
 
 
 def _redirect(status: int, method: str, url: str, location: str, headers: HTTPHeaderDict,
-              body: bytes | None) -> tuple[str, str, HTTPHeaderDict, bytes | None]:
+              body: bytes | None, sensitive: Collection[str] = ()) -> tuple[str, str, HTTPHeaderDict, bytes | None]:
     """The request a redirect asks for (RFC 9110 §15.4, as curl makes it): 303 turns any method but
     HEAD into GET without a body, 301 and 302 turn POST alone into GET (what every client does
-    although the RFC only allows it); every other case keeps the method and the body."""
+    although the RFC only allows it); every other case keeps the method and the body. A redirect that
+    leaves the origin drops Authorization and the `sensitive` headers (a credential's own header)."""
     # http.client decodes header bytes as latin-1, but servers send UTF-8 locations.
     target = urljoin(url, location.encode("latin-1").decode("utf-8"))
     headers = headers.copy()
@@ -180,7 +181,8 @@ def _redirect(status: int, method: str, url: str, location: str, headers: HTTPHe
     for name in ("Cookie", "Proxy-Authorization"):  # requests rebuilt these from its cookie jar and proxies
         headers.discard(name)
     if not _same_origin(url, target):
-        headers.discard("Authorization")
+        for name in ("Authorization", *sensitive):
+            headers.discard(name)
     return method, target, headers, body
 
 
@@ -213,9 +215,10 @@ class HttpClient:
         return self._policy
 
     def send(self, method: str, url: str, *, token: CancelToken, headers: dict[str, str] | None = None,
-             data: bytes | None = None, timeout: float | None = None) -> HttpResponse:
+             data: bytes | None = None, timeout: float | None = None, sensitive: Collection[str] = ()) -> HttpResponse:
         """Send one request; raise ActionError for errors and HTTP 4xx/5xx answers (retryable: 5xx,
-        429, connection errors, timeouts) and Cancelled once the token is set."""
+        429, connection errors, timeouts) and Cancelled once the token is set. `sensitive` names headers
+        that, like Authorization, are not sent on to another origin by a redirect."""
         host = urlsplit(url).hostname or ""
         try:
             self._breakers.before(host)
@@ -232,7 +235,8 @@ class HttpClient:
             with guarded_call(token, self._policy) as call:
                 stop_watch = self._watchdog.at(time.monotonic() + seconds, call.expire)
                 try:
-                    response = self._exchange(method, url, headers, data, Timeout(connect=seconds, read=seconds))
+                    response = self._exchange(method, url, headers, data, Timeout(connect=seconds, read=seconds),
+                                              sensitive)
                 finally:
                     stop_watch()
                 if call.expired:  # a body that ends at the close may have looked complete
@@ -248,7 +252,7 @@ class HttpClient:
         return self._judge(host, response)
 
     def _exchange(self, method: str, url: str, headers: dict[str, str] | None, body: bytes | None,
-                  timeout: Timeout) -> HttpResponse:
+                  timeout: Timeout, sensitive: Collection[str]) -> HttpResponse:
         merged = HTTPHeaderDict(DEFAULT_HEADERS)
         merged.update(headers or {})
         for _ in range(MAX_REDIRECTS + 1):
@@ -262,7 +266,7 @@ class HttpClient:
             if not location:
                 return HttpResponse(answer.status, answer.headers, _decode(raw[:READ_LIMIT], answer.headers),
                                     truncated=len(raw) > READ_LIMIT)
-            method, url, merged, body = _redirect(answer.status, method, url, location, merged, body)
+            method, url, merged, body = _redirect(answer.status, method, url, location, merged, body, sensitive)
         raise _TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
     def _judge(self, host: str, response: HttpResponse) -> HttpResponse:

@@ -49,8 +49,17 @@ class TenantRateLimiter:
         if taken == 0:
             raise RateLimited("tenant rate limit exceeded", retry_after=max(1, math.ceil(wait)))
         if taken > 1:
-            with self._lock:
-                self._leases[tenant_id] = _Lease(taken - 1, self._monotonic() + LEASE_SECONDS)
+            self._add_lease(tenant_id, taken - 1)
+
+    def _add_lease(self, tenant_id: str, tokens: int) -> None:
+        # Threads that found the lease empty at the same moment each take one from the store: add theirs
+        # together, so none is thrown away (that would spend several tokens per webhook under a burst).
+        with self._lock:
+            lease = self._leases.get(tenant_id)
+            if lease is not None and self._monotonic() < lease.expires:
+                lease.tokens += tokens
+            else:
+                self._leases[tenant_id] = _Lease(tokens, self._monotonic() + LEASE_SECONDS)
 
     def _spend_leased(self, tenant_id: str) -> bool:
         with self._lock:

@@ -133,6 +133,11 @@ class Database:
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
 
+    def execute(self, sql: str, params: Any = None) -> int:
+        """Run one statement as its own transaction and return how many rows it changed."""
+        with self.connection() as conn:
+            return conn.execute(sql, params).rowcount
+
     def close(self) -> None:
         """Close this process's pool for good (later calls raise StoreError)."""
         with _open_lock:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from app.models import ExecutionStatus, Page
+from app.models import ExecutionStatus, Page, Step, Workflow
 
 ACTIVE = (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
 TERMINAL = tuple(status for status in ExecutionStatus if status.terminal)
@@ -36,6 +36,20 @@ def make_page(items: list[R], limit: int) -> Page[R]:
 def email_key(email: str) -> str:
     """Return the form under which emails are unique (case-insensitive, Unicode-aware)."""
     return email.casefold()
+
+
+def steps_document(workflow: Workflow) -> list[dict[str, Any]] | None:
+    """The stored form of a workflow's steps (a JSON list); None for the wave-1 form, whose action_type
+    and config columns say it all."""
+    if workflow.plain:
+        return None
+    return [{"name": s.name, "action_type": s.action_type, "config": s.config, "condition": s.condition,
+             "credential_id": s.credential_id} for s in workflow.steps]
+
+
+def steps_from_document(document: list[dict[str, Any]] | None) -> tuple[Step, ...]:
+    """The steps of a stored workflow from steps_document's form (None: none, the wave-1 form)."""
+    return tuple(Step(**step) for step in document) if document is not None else ()
 
 
 def terminal_status(status: ExecutionStatus | str) -> ExecutionStatus:

@@ -6,8 +6,8 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from app.models import (ApiKey, Credential, Execution, ExecutionStatus, Step, StepRecord, StepStatus, Tenant, User,
-                        Workflow)
+from app.models import ApiKey, Credential, Execution, ExecutionStatus, StepRecord, StepStatus, Tenant, User, Workflow
+from app.store._rules import steps_document, steps_from_document
 from app.store.base import WorkerRecord
 
 
@@ -57,14 +57,8 @@ def api_key_from(row: sqlite3.Row) -> ApiKey:
 
 def steps_to_json(workflow: Workflow) -> str | None:
     """The steps column: NULL for the wave-1 form, whose action_type and config columns say it all."""
-    if workflow.plain:
-        return None
-    return to_json([{"name": s.name, "action_type": s.action_type, "config": s.config, "condition": s.condition,
-                     "credential_id": s.credential_id} for s in workflow.steps])
-
-
-def _steps_from(text: str | None) -> tuple[Step, ...]:
-    return tuple(Step(**step) for step in from_json(text)) if text is not None else ()
+    document = steps_document(workflow)
+    return None if document is None else to_json(document)
 
 
 def workflow_from(row: sqlite3.Row) -> Workflow:
@@ -82,7 +76,7 @@ def workflow_from(row: sqlite3.Row) -> Workflow:
         secret=row["secret"],
         schedule=from_json(row["schedule"]),
         signature_scheme=row["signature_scheme"],
-        steps=_steps_from(row["steps"]),
+        steps=steps_from_document(from_json(row["steps"])),
     )
 
 

@@ -8,11 +8,11 @@ between them without waiting, and `SELECT ... FOR UPDATE` for token buckets."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import psycopg
 
-from app.models import ApiKey, Execution, ExecutionStatus, Page, Tenant, User, Workflow
+from app.models import ApiKey, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 from app.store import _pg_rows as rows
 from app.store._pg_credentials import PostgresCredentialsMixin
 from app.store._pg_db import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, Database, apply_migrations
@@ -44,6 +44,11 @@ _CANCEL = """
 
 def _one(conn: Connection, sql: str, params: Any = None) -> Row | None:
     return conn.execute(sql, params).fetchone()
+
+
+def _upsert_steps(conn: Connection, step_values: list[dict[str, Any]]) -> None:
+    if step_values:
+        conn.cursor().executemany(rows.UPSERT_STEP, step_values)
 
 
 def _equal(**filters: Any) -> tuple[list[str], dict[str, Any]]:
@@ -128,11 +133,12 @@ class PostgresStore(PostgresCredentialsMixin, Store):
     def create_workflow(self, workflow: Workflow) -> Workflow:
         w = workflow
         found = self._db.query(
-            "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, enabled,"
-            " secret, created_at, updated_at, signature_scheme, schedule)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s, %s::json) RETURNING *",
-            (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config), w.enabled,
-             w.secret, ts(w.created_at), ts(w.updated_at), w.signature_scheme, optional_json(w.schedule)))
+            "INSERT INTO workflows (id, tenant_id, user_id, name, trigger_type, action_type, config, steps,"
+            " enabled, secret, created_at, updated_at, signature_scheme, schedule)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s::json, %s, %s, %s, %s, %s, %s::json) RETURNING *",
+            (w.id, w.tenant_id, w.user_id, w.name, w.trigger_type, w.action_type, to_json(w.config),
+             rows.steps_json(w), w.enabled, w.secret, ts(w.created_at), ts(w.updated_at), w.signature_scheme,
+             optional_json(w.schedule)))
         return rows.workflow_from(found[0])
 
     def get_workflow(self, tenant_id: str | None, workflow_id: str) -> Workflow | None:
@@ -149,11 +155,11 @@ class PostgresStore(PostgresCredentialsMixin, Store):
         w = workflow
         return self._get(
             rows.workflow_from,
-            "UPDATE workflows SET name = %s, trigger_type = %s, action_type = %s, config = %s::json, enabled = %s,"
-            " secret = %s, updated_at = %s, signature_scheme = %s, schedule = %s::json"
-            " WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL RETURNING *",
-            (w.name, w.trigger_type, w.action_type, to_json(w.config), w.enabled, w.secret, ts(w.updated_at),
-             w.signature_scheme, optional_json(w.schedule), w.id, w.tenant_id))
+            "UPDATE workflows SET name = %s, trigger_type = %s, action_type = %s, config = %s::json,"
+            " steps = %s::json, enabled = %s, secret = %s, updated_at = %s, signature_scheme = %s,"
+            " schedule = %s::json WHERE id = %s AND tenant_id = %s AND deleted_at IS NULL RETURNING *",
+            (w.name, w.trigger_type, w.action_type, to_json(w.config), rows.steps_json(w), w.enabled, w.secret,
+             ts(w.updated_at), w.signature_scheme, optional_json(w.schedule), w.id, w.tenant_id))
 
     def delete_workflow(self, tenant_id: str, workflow_id: str, *, now: datetime) -> bool:
         params = {"now": ts(now), "by": WORKFLOW_DELETED, "tenant_id": tenant_id, "id": workflow_id}
@@ -167,17 +173,21 @@ class PostgresStore(PostgresCredentialsMixin, Store):
 
     # --- executions --------------------------------------------------------------------------------
     def create_execution(
-        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0
+        self, execution: Execution, *, idempotency_key: str | None = None, idempotency_ttl: float = 86400.0,
+        steps: Sequence[StepRecord] = (),
     ) -> tuple[Execution, bool]:
         values = rows.execution_values(execution)  # encoded (and checked) before a connection is taken
-        if idempotency_key is None:
+        step_values = [rows.step_values(execution.id, record) for record in steps]
+        if idempotency_key is None and not step_values:
             self._db.query(rows.INSERT_EXECUTION, values)
             return execution, True
         with self._db.transaction() as conn:
-            first = self._use_key(conn, execution, idempotency_key, idempotency_ttl)
-            if first is not None:
-                return rows.execution_from(first), False
+            if idempotency_key is not None:
+                first = self._use_key(conn, execution, idempotency_key, idempotency_ttl)
+                if first is not None:
+                    return rows.execution_from(first), False
             conn.execute(rows.INSERT_EXECUTION, values)
+            _upsert_steps(conn, step_values)
         # What was inserted is what `execution` holds: the JSON columns decode to what they encode.
         return execution, True
 
@@ -249,13 +259,37 @@ class PostgresStore(PostgresCredentialsMixin, Store):
         result: dict[str, Any] | None = None,
         error: str | None = None,
         cancelled_by: str | None = None,
+        steps: Sequence[StepRecord] = (),
     ) -> bool:
         status = terminal_status(status)
-        return bool(self._db.query(
-            "UPDATE executions SET status = %s, attempts = %s, finished_at = %s, result = %s::json, error = %s,"
-            " cancelled_by = COALESCE(%s, cancelled_by) WHERE id = %s AND owner = %s AND status = 'running'"
-            " RETURNING id",
-            (status.value, attempts, ts(now), optional_json(result), text(error), cancelled_by, execution_id, owner)))
+        params = (status.value, attempts, ts(now), optional_json(result), text(error), cancelled_by, execution_id,
+                  owner)
+        step_values = [rows.step_values(execution_id, record) for record in steps]
+        with self._db.transaction() as conn:
+            # The row lock this UPDATE takes (compare-and-set on owner and status) is held until commit.
+            finished = conn.execute(
+                "UPDATE executions SET status = %s, attempts = %s, finished_at = %s, result = %s::json, error = %s,"
+                " cancelled_by = COALESCE(%s, cancelled_by) WHERE id = %s AND owner = %s AND status = 'running'",
+                params).rowcount == 1
+            if finished:
+                _upsert_steps(conn, step_values)
+            return finished
+
+    def record_step(self, execution_id: str, *, owner: str, step: StepRecord) -> bool:
+        values = {**rows.step_values(execution_id, step), "owner": owner}
+        return bool(self._db.query(rows.RECORD_STEP, values))
+
+    def list_steps(self, tenant_id: str | None, execution_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = {execution_id: [] for execution_id in execution_ids}
+        if not found:
+            return found
+        clauses, params = _equal(**{"e.tenant_id": tenant_id})
+        where = " AND ".join(["s.execution_id = ANY(%(ids)s)", *clauses])
+        for row in self._db.query(
+                "SELECT s.* FROM execution_steps s JOIN executions e ON e.id = s.execution_id"
+                f" WHERE {where} ORDER BY s.execution_id, s.position, s.name", {**params, "ids": list(found)}):
+            found[row["execution_id"]].append(rows.step_from(row))
+        return found
 
     def request_cancel(self, tenant_id: str, execution_id: str, *, by: str, now: datetime) -> Execution | None:
         params = {"now": ts(now), "by": by, "tenant_id": tenant_id, "id": execution_id}
@@ -290,10 +324,29 @@ class PostgresStore(PostgresCredentialsMixin, Store):
         # RETURNING gives no order guarantee.
         return sorted(map(rows.execution_from, found), key=lambda e: (e.created_at, e.id))
 
-    def purge_executions(self, *, before: datetime) -> int:
-        return len(self._db.query(
-            "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND created_at < %s RETURNING id",
-            (ts(before),)))
+    def count_queued(self) -> int:
+        return self._db.query("SELECT count(*) AS n FROM executions WHERE status = 'queued'")[0]["n"]
+
+    def queued_unowned(self, *, created_before: datetime, limit: int) -> list[str]:
+        check_limit(limit)
+        found = self._db.query(
+            "SELECT id FROM executions WHERE status = 'queued' AND owner IS NULL AND created_at < %s"
+            " ORDER BY created_at, id LIMIT %s", (ts(created_before), limit))
+        return [row["id"] for row in found]
+
+    def purge_executions(self, *, before: datetime, limit: int | None = None) -> int:
+        # Step records and idempotency keys go with their execution (ON DELETE CASCADE).
+        if limit is None:
+            return self._db.execute(
+                "DELETE FROM executions WHERE status NOT IN ('queued', 'running') AND created_at < %s",
+                (ts(before),))
+        check_limit(limit)
+        # SKIP LOCKED: a row another transaction holds (a purge running at once, a cancel) is left for a
+        # later batch instead of waited for; each batch locks only the rows it deletes.
+        return self._db.execute(
+            "DELETE FROM executions WHERE id IN (SELECT id FROM executions"
+            " WHERE status NOT IN ('queued', 'running') AND created_at < %s"
+            " ORDER BY created_at, id LIMIT %s FOR UPDATE SKIP LOCKED)", (ts(before), limit))
 
     # --- process registry --------------------------------------------------------------------------
     def heartbeat(self, worker: WorkerRecord) -> None:

@@ -15,7 +15,7 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
 
 def init_app(app: Flask) -> None:
     """Register the dashboard; sessions signed with an older IPAAS_SECRET_KEY key stay valid after a rotation."""
-    from app.ui import executions, filters, queue, session, workflows  # noqa: F401 (they add routes to bp)
+    from app.ui import credentials, executions, filters, queue, session, workflows  # noqa: F401 (they add routes to bp)
 
     app.config["SECRET_KEY_FALLBACKS"] = list(app.config["SECRET_KEYS"][1:])
     filters.init_app(app)

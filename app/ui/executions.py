@@ -20,7 +20,8 @@ _ACTION_REFUSALS = (Conflict, QueueFull, RateLimited, Unavailable)
 @bp.get("/ui/executions")
 def executions() -> Response:
     workflow_id = request.args.get("workflow_id") or None
-    status = validation.status_arg(request.args.get("status"))
+    # The filter form sends "Any status" as an empty value: no filter, unlike the API's 422.
+    status = validation.status_arg(request.args.get("status") or None)
     cursor = request.args.get("cursor") or None
     page = services().list_executions(principal(), workflow_id=workflow_id, status=status,
                                       limit=PAGE_SIZE, cursor=cursor)
@@ -41,7 +42,8 @@ def execution(execution_id: str) -> Response:
         workflow = services().get_workflow(principal(), found.workflow_id)
     except NotFound:
         workflow = None  # deleted since: its executions stay readable
-    return render_page("execution.html", "_execution.html", execution=found, workflow=workflow)
+    steps = services().steps_of(principal().tenant_id, [found])[found.id]
+    return render_page("execution.html", "_execution.html", execution=found, workflow=workflow, steps=steps)
 
 
 @bp.post("/ui/executions/<execution_id>/cancel")

@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app import connectors
+from app import connectors, schedules
 from app.errors import ValidationFailed
-from app.models import TriggerType, Workflow
+from app.models import TriggerType, Workflow, utcnow
+from app.step_rules import step_json
 from app.ui import bp
 from app.ui.forms import EXAMPLE_CONFIGS, WorkflowForm, parse_json
 from app.ui.pages import principal, services
 
 PAGE_SIZE = 50
+TRIGGER_LABELS = {"webhook": "webhook (a URL senders POST to)", "manual": "manual (Run now and the API only)",
+                  "schedule": "schedule (cron)"}
 EXAMPLE_PAYLOAD = {"id": "ord_1001", "amount": 42, "customer": {"email": "ada@example.com"}}
 
 
@@ -21,7 +25,14 @@ EXAMPLE_PAYLOAD = {"id": "ord_1001", "amount": 42, "customer": {"email": "ada@ex
 def workflows() -> str:
     page = services().list_workflows(principal(), limit=PAGE_SIZE, cursor=request.args.get("cursor") or None)
     last = services().last_executions(principal(), [workflow.id for workflow in page.items])
-    return render_template("workflows.html", page=page, last=last, cursor=request.args.get("cursor"))
+    return render_template("workflows.html", page=page, last=last, cursor=request.args.get("cursor"),
+                           next_runs=_next_runs(page.items))
+
+
+def _next_runs(workflows: list[Workflow]) -> dict[str, datetime | None]:
+    """When each scheduled workflow runs next (None while disabled), as the API's `next_run_at`."""
+    now = utcnow()
+    return {w.id: schedules.next_run_at(w, now) for w in workflows if w.trigger_type == TriggerType.SCHEDULE.value}
 
 
 @bp.route("/ui/workflows/new", methods=["GET", "POST"])
@@ -60,7 +71,7 @@ def edit_workflow(workflow_id: str) -> Response | str | tuple[str, int]:
 
 
 def _form_page(form: WorkflowForm, workflow: Workflow | None) -> str:
-    return render_template("workflow_form.html", form=form, workflow=workflow,
+    return render_template("workflow_form.html", form=form, workflow=workflow, trigger_labels=TRIGGER_LABELS,
                            trigger_types=[t.value for t in TriggerType], action_types=connectors.action_types(),
                            examples={name: json.dumps(config, indent=2) for name, config in EXAMPLE_CONFIGS.items()})
 
@@ -75,6 +86,7 @@ def _detail_page(workflow: Workflow, payload: str, errors: dict[str, str] | None
                    if workflow.trigger_type == TriggerType.WEBHOOK.value else None)
     last = services().last_executions(principal(), [workflow.id]).get(workflow.id)
     return render_template("workflow.html", workflow=workflow, webhook_url=webhook_url, last=last,
+                           next_run=_next_runs([workflow]).get(workflow.id), steps=[step_json(s) for s in workflow.steps],
                            payload=payload, example=json.dumps(EXAMPLE_PAYLOAD), errors=errors or {})
 
 
