@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.receiver import receiver  # noqa: F401 (a fixture)
-from tests.test_webhooks_api import account, client, make_workflow, wait_status  # noqa: F401 (fixtures too)
+from tests.test_webhooks_api import app, make_workflow, wait_status  # noqa: F401 (the engine app fixture too)
 
 
 @pytest.mark.parametrize("authorization, challenge", [

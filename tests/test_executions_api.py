@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import make_account
 from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
-from tests.test_webhooks_api import account, client, make_workflow, wait_status  # noqa: F401 (fixtures too)
+from tests.test_webhooks_api import app, make_workflow, wait_status  # noqa: F401 (the engine app fixture too)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from tests.conftest import build_app, make_account
 from tests.fakes import FailingStore
 from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
 from tests.serverproc import wait_until
-from tests.test_webhooks_api import account, client, wait_status  # noqa: F401 (fixtures too)
+from tests.test_webhooks_api import app, wait_status  # noqa: F401 (the engine app fixture too)
 
 ENGINE = dict(START_ENGINE=True, WORKERS=2, QUEUE_SIZE=10, RETRY_BASE_DELAY=0.01, RETRY_MAX_DELAY=0.05,
               ENQUEUE_TIMEOUT=0.5, SUPERVISOR_TICK=0.05, RECOVER_INTERVAL=0.1)
