@@ -11,9 +11,9 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from app import logutils, validation
 from app.api.auth import services
-from app.api.requestlog import logged_by_outcome
 from app.api.bodies import collapse, webhook_payload
 from app.api.encodings import decode_content
+from app.api.requestlog import logged_by_outcome
 from app.api.serialize import execution_json
 from app.errors import BadRequest, PayloadTooLarge
 from app.security.redact import redact_headers
