@@ -135,10 +135,14 @@ class Services(CredentialsMixin):
 
     @staticmethod
     def _log_ingest(execution: Execution, workflow: Workflow, *, created: bool) -> None:
+        """At debug for a new execution (its outcome line is at info), at info for a repeat (which has none)."""
+        level = logging.DEBUG if created else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         with logutils.bind(tenant_id=workflow.tenant_id, workflow_id=workflow.id, execution_id=execution.id):
-            log.info("execution accepted" if created else "execution repeated: idempotency key seen",
-                     extra={"data": {"trigger": execution.trigger, "status": execution.status.value,
-                                     "action_type": workflow.action_type}})
+            log.log(level, "execution accepted" if created else "execution repeated: idempotency key seen",
+                    extra={"data": {"trigger": execution.trigger, "status": execution.status.value,
+                                    "action_type": workflow.action_type}})
 
     def run_now(self, principal: Principal, workflow_id: str, payload: Any) -> Execution:
         workflow = self.get_workflow(principal, workflow_id)

@@ -2,14 +2,15 @@
 """The pipeline without gunicorn and wrk: CPU per execution of the app's own code, less noisy than run.py.
 
     .venv/bin/python bench/inprocess.py [--executions 4000] [--threads 8] [--memory] [--switch-interval S] [--root DIR]
-                                        [--tracing off|sampled|unsampled]
+                                        [--tracing off|sampled|unsampled] [--log-level INFO]
 
 Builds the app in this process (production settings: SQLite WAL synchronous=FULL in a temp directory, the
-engine with its defaults, logs at WARNING), a slack_message workflow delivering to bench/receiver.py on
-127.0.0.1, then sends the webhooks through the WSGI app from --threads threads and waits until the receiver
-has every one (bounded: 120 s). Prints executions/s and the process's user + system CPU per execution:
-ingest, run and record, with Flask's request handling but no HTTP server in front. Used in RESULTS.md
-to compare changes whose effect is smaller than run.py's run-to-run noise.
+engine with its defaults, logs at WARNING unless --log-level says otherwise, to stderr: redirect it to a
+file, as gunicorn does), a slack_message workflow delivering to bench/receiver.py on 127.0.0.1, then sends
+the webhooks through the WSGI app from --threads threads and waits until the receiver has every one
+(bounded: 120 s). Prints executions/s and the process's user + system CPU per execution: ingest, run and
+record, with Flask's request handling but no HTTP server in front. Used in RESULTS.md to compare changes
+whose effect is smaller than run.py's run-to-run noise.
 
 --tracing sampled|unsampled turns OpenTelemetry on (app/tracing.py) with the OTLP/HTTP exporter posting
 to the same receiver (which counts those posts as deliveries without a bench id, so `unique` is unchanged)
@@ -42,6 +43,7 @@ def main() -> int:
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, seconds (default 0.005)")
     parser.add_argument("--root", default=str(ROOT), help="project tree to run, e.g. a `git archive` export")
     parser.add_argument("--tracing", choices=("off", "sampled", "unsampled"), default="off")
+    parser.add_argument("--log-level", default="WARNING", help="IPAAS_LOG_LEVEL; the service's default is INFO")
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
@@ -50,7 +52,7 @@ def main() -> int:
     os.environ.update(
         IPAAS_DATABASE_URL="memory://" if args.memory else f"sqlite:///{work / 'inprocess.sqlite3'}",
         IPAAS_ALLOW_PRIVATE_NETWORKS="true", IPAAS_TENANT_RATE="1000000", IPAAS_TENANT_BURST="1000000",
-        IPAAS_LOG_LEVEL="WARNING", IPAAS_START_ENGINE="true", PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(dir=work))
+        IPAAS_LOG_LEVEL=args.log_level, IPAAS_START_ENGINE="true", PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(dir=work))
     if args.tracing != "off":
         os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url(),
                           OTEL_TRACES_SAMPLER="always_on" if args.tracing == "sampled" else "always_off")

@@ -50,12 +50,16 @@ def app(exporter):
 
 @pytest.fixture
 def log_lines():
-    """Every JSON line logged meanwhile, parsed (through the app's own handler and filters)."""
+    """Every JSON line logged meanwhile, debug included, parsed (through the app's own handler and filters)."""
     stream = io.StringIO()
     handler = logutils.json_handler(stream)
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # an execution's lines other than its outcome are at debug
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logging.getLogger().removeHandler(handler)
+    root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def send(client, workflow_id, **headers):

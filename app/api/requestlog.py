@@ -1,6 +1,7 @@
 """A request id on every request (an incoming X-Request-ID is kept) and one JSON access line each:
 at info, or at warning with data.error when the request was refused for a reason an operator
-should see (the store unavailable), so that such a refusal is one line, not two or a traceback."""
+should see (the store unavailable), so that such a refusal is one line, not two or a traceback;
+at debug when the request accepted an execution whose outcome line (at info) carries its request id."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,12 @@ def refused_because(reason: str) -> None:
     g.refused_because = " ".join(reason.split())
 
 
+def logged_by_outcome() -> None:
+    """Write this request's access line at debug: it accepted an execution that this process runs, whose
+    outcome line (at info) carries the request's id, so that an execution costs one line at info."""
+    g.access_level = logging.DEBUG
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def start() -> None:
@@ -33,14 +40,14 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        reason = g.get("refused_because")
+        level = g.get("access_level", logging.INFO) if reason is None else logging.WARNING
+        if not log.isEnabledFor(level):
+            return response
         duration_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
         data = {"method": request.method, "path": request.path, "status": response.status_code,
                 "duration_ms": duration_ms}
-        reason = g.get("refused_because")
-        if reason is None:
-            log.info("request", extra={"data": data})
-        else:
-            log.warning("request", extra={"data": {**data, "error": reason}})
+        log.log(level, "request", extra={"data": data if reason is None else {**data, "error": reason}})
         return response
 
     @app.teardown_request

@@ -13,6 +13,7 @@ from app import logutils, validation
 from app.api.auth import services
 from app.api.bodies import collapse, webhook_payload
 from app.api.encodings import decode_content
+from app.api.requestlog import logged_by_outcome
 from app.api.serialize import execution_json
 from app.errors import BadRequest, PayloadTooLarge
 from app.security.redact import redact_headers
@@ -53,6 +54,8 @@ def receive(workflow_id: str):
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
                                     headers=_recorded_headers(),
                                     query=collapse(request.args.lists()), idempotency_key=_idempotency_key(payload))
+    if created and svc.engine is not None and svc.engine.owner_id is not None:
+        logged_by_outcome()
     if wait is None or not created:
         return jsonify({"execution_id": execution.id}), 202
     finished = svc.wait(execution, wait, _sender_hung_up)

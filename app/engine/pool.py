@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterator
 
+from app import logutils
 from app.engine.base import Engine, EngineStats
 from app.engine.cancel import SHUTDOWN, CancelToken
 from app.engine.http import HttpClient
@@ -31,6 +32,7 @@ class _Job:
     token: CancelToken = field(default_factory=CancelToken)  # the deadline is set when it starts
     done: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+    request_id: str | None = None  # of the request that accepted it, for its log lines
 
 
 class _Slot:
@@ -113,7 +115,7 @@ class BoundedExecutor(Engine):
             yield slots
 
     def _submit(self, execution_id: str) -> None:
-        job = _Job()
+        job = _Job(request_id=logutils.current("request_id"))
         with self._lock:
             stopped = self._stopped
             if not stopped:
@@ -136,7 +138,7 @@ class BoundedExecutor(Engine):
         self._metrics.queue_length.dec()
         self._metrics.workers_busy.inc()
         try:
-            self._runner.run(execution_id, job.token)
+            self._runner.run(execution_id, job.token, request_id=job.request_id)
         finally:
             with self._lock:
                 self._busy -= 1

@@ -56,9 +56,11 @@ class Runner:
                                  checkpoint=self._checkpoint, log_event=self._log, credentials=credentials,
                                  tracing=tracing)
 
-    def run(self, execution_id: str, token: CancelToken) -> None:
-        """Run one execution to its end; the worker boundary: nothing raised here escapes."""
-        with logutils.bind(execution_id=execution_id):
+    def run(self, execution_id: str, token: CancelToken, *, request_id: str | None = None) -> None:
+        """Run one execution to its end; the worker boundary: nothing raised here escapes. `request_id`:
+        of the request that accepted it in this process, carried on its log lines (its outcome line
+        stands for that request's access line, which is at debug)."""
+        with logutils.bind(execution_id=execution_id, request_id=request_id):
             outcome = Outcome(ExecutionStatus.FAILED)
             try:
                 self._run(execution_id, token, outcome)
@@ -120,7 +122,7 @@ class Runner:
                 return
             outcome.action_type = workflow.steps[0].action_type
             logutils.add(user_id=workflow.user_id)
-            self._log("execution started", ExecutionStatus.RUNNING, outcome, 0.0)
+            self._log("execution started", ExecutionStatus.RUNNING, outcome, 0.0, level=logging.DEBUG)
             # The last step is recorded with the outcome, so a workflow of one step has no checkpoint to read.
             settled = self._read(token, "steps read", lambda: self._store.list_steps(None, [execution.id])[
                 execution.id]) if len(workflow.steps) > 1 else []
@@ -181,9 +183,15 @@ class Runner:
         self.health.written()
         done(recorded)
 
-    def _log(self, message: str, status: ExecutionStatus, outcome: Outcome, seconds: float, **extra: Any) -> None:
+    def _log(self, message: str, status: ExecutionStatus, outcome: Outcome, seconds: float, *,
+             level: int | None = None, **extra: Any) -> None:
+        """One line about the execution; by default at warning if it failed, else at info (its outcome
+        line is the one line per execution at info: the others are at debug, see README "Logs")."""
+        if level is None:
+            level = logging.WARNING if status is ExecutionStatus.FAILED else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         data = {"duration_ms": int(seconds * 1000), "status": status.value,
                 "action_type": outcome.action_type, "attempts": outcome.attempts}
         data.update({key: value for key, value in extra.items() if value is not None})
-        level = logging.WARNING if status is ExecutionStatus.FAILED else logging.INFO
         log.log(level, message, extra={"data": data})
