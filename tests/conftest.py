@@ -69,14 +69,20 @@ def engine_app(store):
 
 
 @pytest.fixture
-def log_lines():
-    """Read back, parsed, the JSON lines every logger wrote at INFO and above during the test."""
+def log_level() -> int:
+    """The level from which `log_lines` reads; a module that needs debug lines overrides this fixture."""
+    return logging.INFO
+
+
+@pytest.fixture
+def log_lines(log_level):
+    """Read back, parsed, the JSON lines every logger wrote at `log_level` and above during the test."""
     stream = io.StringIO()
     handler = logutils.json_handler(stream)
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(log_level)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     root.removeHandler(handler)
     root.setLevel(old_level)
