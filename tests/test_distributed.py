@@ -226,15 +226,21 @@ def test_distributed_cancel_from_the_web_stops_a_blocked_action_within_2s(cluste
     wait_for_execution(cluster.web, cluster.user.auth, accept_webhook(cluster.web, second), timeout=10)
 
 
-@pytest.mark.slow
-@sqlite_only
-def test_distributed_stalled_workers_execution_runs_again_on_a_live_one_within_30s(cluster, receiver):
+def one_worker_blocked_on_an_execution(cluster, receiver):
+    """Start the web and one worker process, whose execution hangs at the receiver: (its fleet, execution id)."""
     cluster.start(workers=0)
     first = cluster.add_workers(1)
     workflow_id = create_http_workflow(cluster.web, cluster.user.auth, receiver.url("/slow"), timeout=25)
     receiver.respond("/slow", Reply(hang=True))
     execution_id = accept_webhook(cluster.web, workflow_id)
     receiver.wait_for(1, timeout=10, path="/slow")
+    return first, execution_id
+
+
+@pytest.mark.slow
+@sqlite_only
+def test_distributed_stalled_workers_execution_runs_again_on_a_live_one_within_30s(cluster, receiver):
+    first, execution_id = one_worker_blocked_on_an_execution(cluster, receiver)
     cluster.add_workers(1)
     stalled = first.children()[0]
     os.kill(stalled, signal.SIGSTOP)  # alive (its pid exists) but silent: only its heartbeat tells
@@ -252,12 +258,7 @@ def test_distributed_stalled_workers_execution_runs_again_on_a_live_one_within_3
 @pytest.mark.slow
 @sqlite_only
 def test_distributed_sigterm_hands_a_running_execution_to_another_worker(cluster, receiver):
-    cluster.start(workers=0)
-    first = cluster.add_workers(1)
-    workflow_id = create_http_workflow(cluster.web, cluster.user.auth, receiver.url("/slow"), timeout=25)
-    receiver.respond("/slow", Reply(hang=True))
-    execution_id = accept_webhook(cluster.web, workflow_id)
-    receiver.wait_for(1, timeout=10, path="/slow")
+    first, execution_id = one_worker_blocked_on_an_execution(cluster, receiver)
 
     assert first.terminate(timeout=GRACE + 15) == 0  # past the grace period: handed back, exit 0
     assert any(r.get("message") == "worker stopped" and r["data"]["handed_back"] == 1 for r in first.logs())
