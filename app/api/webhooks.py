@@ -54,7 +54,7 @@ def receive(workflow_id: str):
     execution, created = svc.ingest(workflow, trigger="webhook", payload=payload,
                                     headers=_recorded_headers(),
                                     query=collapse(request.args.lists()), idempotency_key=_idempotency_key(payload))
-    if created and svc.engine is not None and svc.engine.owner_id is not None:
+    if created and svc.engine is not None and svc.engine.logs_outcome_with_request_id:
         logged_by_outcome()
     if wait is None or not created:
         return jsonify({"execution_id": execution.id}), 202

@@ -26,6 +26,9 @@ class Engine(ABC):
     #: the id under which this process owns executions in the store; None (distributed web processes):
     #: executions are recorded unowned, for any worker process to claim
     owner_id: str | None
+    #: whether an execution's outcome is logged by this process, with the id of the request that accepted
+    #: it (the thread pool); a distributed web process leaves the outcome to a worker process
+    logs_outcome_with_request_id: bool = False
 
     @abstractmethod
     def slot(self, timeout: float) -> AbstractContextManager[Slot]:

@@ -48,6 +48,8 @@ class _Slot:
 
 
 class BoundedExecutor(Engine):
+    logs_outcome_with_request_id = True  # the job carries the request id to the runner's outcome line
+
     def __init__(self, store: Store, metrics: Metrics, runner: Runner, client: HttpClient, *, workers: int,
                  queue_size: int, timing: SupervisorTiming | None = None,
                  clock: Callable[[], datetime] = utcnow, retention: Retention | None = None):
