@@ -200,8 +200,9 @@ class Services(CredentialsMixin):
             raise NotFound(f"no execution {execution_id!r}")
         if execution.status.terminal and execution.cancelled_by != by:
             raise Conflict(f"execution {execution_id!r} already finished: {execution.status.value}")
-        if self.engine is not None:
-            self.engine.cancel(execution_id, by)
+        if self.engine is not None and self.engine.cancel(execution_id, by) and not execution.status.terminal:
+            # It may have ended here and now (one waiting for a worker is recorded cancelled at once).
+            execution = self.store.get_execution(principal.tenant_id, execution_id) or execution
         return execution
 
     def wait(self, execution: Execution, seconds: float, hung_up: Callable[[], bool]) -> Execution:

@@ -25,7 +25,7 @@ from app.engine.runner import RetryPolicy
 from app.engine.supervisor import pid_alive
 from app.errors import QueueFull, Unavailable
 from app.metrics import Metrics
-from app.models import Execution, ExecutionStatus, User, Workflow, new_id, utcnow
+from app.models import Execution, ExecutionStatus, Step, User, Workflow, new_id, utcnow
 from app.store import MemoryStore, Store, WorkerRecord, create_store
 from tests.fakes import FailingStore
 from tests.receiver import Reply, receiver  # noqa: F401 (a fixture)
@@ -67,10 +67,12 @@ class Bench:
             engine.start()
         return engine
 
-    def workflow(self, config: dict[str, Any], action_type: str = "http_request") -> Workflow:
+    def workflow(self, config: dict[str, Any], action_type: str = "http_request", *, steps: int = 1) -> Workflow:
+        """A workflow of `steps` steps, each `action_type` with `config` (several: a claim before the first)."""
         now = utcnow()
+        chain = tuple(Step(f"s{number}", action_type, config) for number in range(1, steps + 1)) if steps > 1 else ()
         return self.store.create_workflow(Workflow(new_id("wf"), self.tenant_id, self.user_id, "Deploys", "webhook",
-                                                   action_type, config, True, now, now))
+                                                   action_type, config, True, now, now, steps=chain))
 
     def record(self, workflow: Workflow, owner: str | None, payload: Any = None) -> str:
         now = utcnow()
@@ -191,7 +193,7 @@ def test_supervisor_expires_the_deadline_of_a_job_blocked_in_a_read(bench, recei
     engine = bench.engine(JOB_TIMEOUT=10.0)
     hanging = bench.enqueue(engine, bench.workflow({"url": receiver.url("/silent"), "timeout": 30}))
     receiver.wait_for(1)
-    [token] = engine.running_tokens()
+    [token] = engine.job_tokens()
     token.deadline = time.monotonic()  # its read timeout is still ~10 s away: only the supervisor can act
     started = time.monotonic()
     execution = bench.finished(engine, hanging, timeout=2.0)
@@ -235,14 +237,22 @@ def test_worker_boundary_records_a_crash_and_survives(bench, receiver, caplog):
         is SUCCEEDED
 
 
-@pytest.mark.parametrize("method", ["claim_execution", "finish_execution"])
-def test_claim_and_outcome_are_recorded_once_the_store_answers_again(store, receiver, method):
+# How a worker takes an execution its process recorded: a one-step one is read (run without a claim),
+# one of several steps is claimed (engine/runner.py). (store method, its operation label, steps)
+TAKE = pytest.mark.parametrize(("method", "operation", "steps"), [
+    ("get_execution", "execution read", 1), ("claim_execution", "claim", 2)], ids=["read", "claim"])
+
+
+@pytest.mark.parametrize(("method", "steps"), [("get_execution", 1), ("claim_execution", 2),
+                                               ("finish_execution", 1), ("finish_execution", 2)])
+def test_start_and_outcome_are_recorded_once_the_store_answers_again(store, receiver, method, steps):
     flaky = FailingStore(store, method)
     bench = Bench(flaky)
     engine = bench.engine(WORKERS=1)
     try:
-        execution = bench.finished(engine, bench.enqueue(engine, bench.workflow({"url": receiver.url("/ok")})))
-        assert execution.status is SUCCEEDED and flaky.failures == 0 and len(receiver.requests("/ok")) == 1
+        workflow = bench.workflow({"url": receiver.url("/ok")}, steps=steps)
+        execution = bench.finished(engine, bench.enqueue(engine, workflow))
+        assert execution.status is SUCCEEDED and flaky.failures == 0 and len(receiver.requests("/ok")) == steps
     finally:
         engine.shutdown(grace=0)
 
@@ -304,7 +314,7 @@ def test_a_cancel_landing_as_the_action_returns_is_not_recorded_as_success(bench
 
         def urlopen(*args, **kwargs):
             response = send(*args, **kwargs)
-            for token in engines[0].running_tokens():
+            for token in engines[0].job_tokens():
                 token.cancel("api:usr_late")
             return response
 

@@ -31,14 +31,17 @@ def test_two_processes_on_postgres_run_every_webhook_once(tmp_path, postgres_url
         assert server.request("GET", "/readyz").json()["checks"]["store"] == "ok"
         workflow = create_http_workflow(server, user.auth, receiver.url("/hook"))
 
-        responses = send_webhooks_together(server, workflow, 30)
-
-        assert [response.status for response in responses] == [202] * 30
-        accepted = [response.json()["execution_id"] for response in responses]
-        finished = wait_for_executions(server, user.auth, accepted, timeout=20)
+        accepted: list[str] = []
+        for _ in range(5):  # the kernel may hand one burst's connections all to one process: a few bursts
+            responses = send_webhooks_together(server, workflow, 30)
+            assert [response.status for response in responses] == [202] * 30
+            accepted += [response.json()["execution_id"] for response in responses]
+            finished = wait_for_executions(server, user.auth, accepted, timeout=20)
+            owners = query_database(tmp_path, "SELECT DISTINCT owner FROM executions", url=postgres_url)
+            if len(owners) == 2:
+                break
         assert {execution["status"] for execution in finished.values()} == {"succeeded"}
         assert delivery_counts(receiver) == Counter(accepted)  # each received exactly once
-        owners = query_database(tmp_path, "SELECT DISTINCT owner FROM executions", url=postgres_url)
         registered = wait_until(lambda: query_database(tmp_path, "SELECT id FROM workers", url=postgres_url),
                                 5, "registered worker processes")
         assert len(registered) == 2

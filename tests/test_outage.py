@@ -23,7 +23,7 @@ from tests.dashboard import sign_in
 from tests.fakes import FailingStore
 from tests.receiver import receiver  # noqa: F401 (a fixture)
 from tests.serverproc import wait_until
-from tests.test_engine import Bench
+from tests.test_engine import TAKE, Bench
 
 QUEUED, RUNNING, SUCCEEDED = ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.SUCCEEDED
 # README "Store outages": once the store can write again, parked outcomes are recorded and waiting
@@ -73,7 +73,7 @@ def test_outcome_refused_for_a_while_is_recorded_later_and_the_action_sent_once(
                "the parked outcome was never retried")
     assert engine.wait(execution_id, 1.0)  # the worker moved on: the outcome waits in memory, not in a slot
     assert (engine.stats().busy, free_slots(engine), bench.metric(engine, "ipaas_outcomes_pending")) == (0, 2, 1)
-    assert memory.get_execution(None, execution_id).status is RUNNING
+    assert not memory.get_execution(None, execution_id).status.terminal
 
     outage.end()
     healed = time.monotonic()
@@ -85,14 +85,16 @@ def test_outcome_refused_for_a_while_is_recorded_later_and_the_action_sent_once(
     assert bench.metric(engine, "ipaas_executions_total", {"status": "succeeded", "action_type": "http_request"}) == 1
 
 
-def test_claim_refused_for_a_while_runs_once_the_store_is_back_with_exact_accounting(memory, receiver):
-    outage = Outage(memory, "claim_execution")
+@TAKE
+def test_start_refused_for_a_while_runs_once_the_store_is_back_with_exact_accounting(memory, receiver, method,
+                                                                                      operation, steps):
+    outage = Outage(memory, method)
     bench = Bench(outage.store)
     engine = bench.engine(WORKERS=1, QUEUE_SIZE=2)
-    workflow = bench.workflow({"url": receiver.url("/ok")})
+    workflow = bench.workflow({"url": receiver.url("/ok")}, steps=steps)
     ids = [bench.enqueue(engine, workflow) for _ in range(3)]
-    wait_until(lambda: bench.metric(engine, "ipaas_store_errors_total", {"operation": "claim"}) >= 3, 5,
-               "the claim was never retried")
+    wait_until(lambda: bench.metric(engine, "ipaas_store_errors_total", {"operation": operation}) >= 3, 5,
+               f"the {operation} was never retried")
     stats = engine.stats()
     assert (stats.busy, stats.queue_length, free_slots(engine)) == (1, 2, 0)  # the waiting claim keeps its slot
     assert [memory.get_execution(None, i).status for i in ids] == [QUEUED] * 3 and receiver.requests() == []
@@ -101,7 +103,7 @@ def test_claim_refused_for_a_while_runs_once_the_store_is_back_with_exact_accoun
     healed = time.monotonic()
     assert [bench.finished(engine, i, timeout=RECOVERY_BOUND + 2).status for i in ids] == [SUCCEEDED] * 3
     assert time.monotonic() - healed < RECOVERY_BOUND + 2  # + the two queued behind it, run at the engine's pace
-    assert len(receiver.requests("/ok")) == 3
+    assert len(receiver.requests("/ok")) == 3 * steps
     stats = engine.stats()
     assert (stats.busy, stats.queue_length, free_slots(engine)) == (0, 0, 3)
     gauges = [bench.metric(engine, name) for name in ("ipaas_workers_busy", "ipaas_queue_length")]
@@ -131,7 +133,7 @@ def test_shutdown_while_the_store_still_refuses_leaves_the_execution_to_the_next
     stopped.shutdown(grace=0.5)
     assert time.monotonic() - started < 2.0
     execution = memory.get_execution(None, execution_id)
-    assert (execution.status, execution.owner) == (RUNNING, stopped.owner_id)
+    assert (execution.status.terminal, execution.owner) == (False, stopped.owner_id)
     assert stopped.owner_id in [worker.id for worker in memory.list_workers()]  # so that it is adopted
 
     outage.end()
@@ -140,18 +142,32 @@ def test_shutdown_while_the_store_still_refuses_leaves_the_execution_to_the_next
     assert len(receiver.requests("/ok")) == 2  # at-least-once: the stopped process took its outcome along
 
 
-def test_shutdown_hands_back_an_execution_waiting_for_its_claim(memory, receiver):
-    bench = Bench(Outage(memory, "claim_execution").store)
+@TAKE
+def test_shutdown_hands_back_an_execution_waiting_to_start(memory, receiver, method, operation, steps):
+    bench = Bench(Outage(memory, method).store)
     engine = bench.engine(WORKERS=1)
-    execution_id = bench.enqueue(engine, bench.workflow({"url": receiver.url("/ok")}))
-    wait_until(lambda: bench.metric(engine, "ipaas_store_errors_total", {"operation": "claim"}) >= 1, 5,
-               "the claim was never tried")
+    execution_id = bench.enqueue(engine, bench.workflow({"url": receiver.url("/ok")}, steps=steps))
+    wait_until(lambda: bench.metric(engine, "ipaas_store_errors_total", {"operation": operation}) >= 1, 5,
+               f"the {operation} was never tried")
     started = time.monotonic()
     engine.shutdown(grace=0)
     assert time.monotonic() - started < 2.0
     execution = memory.get_execution(None, execution_id)
     assert (execution.status, execution.owner) == (QUEUED, None)
     assert receiver.requests() == []
+
+
+def test_a_process_starting_while_the_store_cannot_write_starts_and_registers_once_it_can(memory, receiver):
+    """A gunicorn worker restarted mid-outage must boot (a failed boot makes the master give up entirely)."""
+    outage = Outage(memory, "heartbeat", "adopt_orphans")
+    bench = Bench(outage.store)
+    engine = bench.engine(WORKERS=1)  # starts: no exception from the refused heartbeat
+    assert engine.owner_id not in [worker.id for worker in memory.list_workers()]
+    orphan = bench.record(bench.workflow({"url": receiver.url("/ok")}), None)  # handed back by a stopped process
+    outage.end()
+    wait_until(lambda: engine.owner_id in [worker.id for worker in memory.list_workers()], RECOVERY_BOUND,
+               "the process never registered")
+    assert bench.finished(engine, orphan).status is SUCCEEDED
 
 
 # --- readiness -----------------------------------------------------------------------------------------

@@ -203,6 +203,7 @@ def test_delete_workflow_cancels_its_active_executions(store, workflow, acme):
     done = make_running(store, workflow, "proc-a", 3)
     store.finish_execution(done.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(4))
     bystander = make_execution(store, make_workflow(store, *acme, 5), 6)
+    owned = make_execution(store, workflow, 7, owner="proc-a")
 
     assert store.delete_workflow(workflow.tenant_id, workflow.id, now=at(10)) is True
 
@@ -211,11 +212,13 @@ def test_delete_workflow_cancels_its_active_executions(store, workflow, acme):
     assert (cancelled.status, cancelled.cancelled_by, cancelled.finished_at) == (CANCELLED, "workflow deleted", at(10))
     flagged = store.get_execution(tenant_id, running.id)
     assert (flagged.status, flagged.cancelled_by) == (RUNNING, "workflow deleted")
-    assert store.cancel_requests("proc-a") == [(running.id, "workflow deleted")]
+    flagged = store.get_execution(tenant_id, owned.id)
+    assert (flagged.status, flagged.cancelled_by) == (QUEUED, "workflow deleted")
+    assert store.cancel_requests("proc-a") == sorted([(running.id, "workflow deleted"), (owned.id, "workflow deleted")])
     assert store.get_execution(tenant_id, done.id).status is SUCCEEDED
     assert store.get_execution(tenant_id, bystander.id).status is QUEUED
     listed = store.list_executions(tenant_id, workflow_id=workflow.id, limit=10).items
-    assert [e.id for e in listed] == [done.id, running.id, queued.id]
+    assert [e.id for e in listed] == [owned.id, done.id, running.id, queued.id]
 
 
 # --- listing ---------------------------------------------------------------------------------------
@@ -339,15 +342,54 @@ def test_finish_records_the_outcome(store, workflow):
 
 def test_finish_is_a_compare_and_set_on_owner_and_status(store, workflow):
     queued = make_execution(store, workflow, owner="proc-a")
-    running = make_running(store, workflow, "proc-a", 1)
-    assert store.finish_execution(queued.id, owner="proc-a", status=FAILED, attempts=1, now=at(5)) is False
+    unowned = make_execution(store, workflow, 1)
+    running = make_running(store, workflow, "proc-a", 2)
+    assert store.finish_execution(queued.id, owner="proc-b", status=FAILED, attempts=1, now=at(5)) is False
+    assert store.finish_execution(unowned.id, owner="proc-a", status=FAILED, attempts=1, now=at(5)) is False
     assert store.finish_execution(running.id, owner="proc-b", status=FAILED, attempts=1, now=at(5)) is False
     assert store.finish_execution("ex_missing", owner="proc-a", status=FAILED, attempts=1, now=at(5)) is False
     assert store.get_execution(None, queued.id).status is QUEUED
+    assert store.get_execution(None, unowned.id).status is QUEUED
     assert store.get_execution(None, running.id).status is RUNNING
     assert store.finish_execution(running.id, owner="proc-a", status=FAILED, attempts=3, now=at(5), error="boom")
     assert store.finish_execution(running.id, owner="proc-a", status=SUCCEEDED, attempts=4, now=at(6)) is False
     assert store.get_execution(None, running.id).error == "boom"
+
+
+def test_owner_finishes_its_queued_execution_without_a_claim(store, workflow):
+    """The thread pool runs a one-step execution it recorded without claiming it (engine/runner.py)."""
+    queued = make_execution(store, workflow, owner="proc-a")
+    assert store.finish_execution(queued.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(5),
+                                  started_at=at(2), result={"status_code": 200})
+    done = store.get_execution(workflow.tenant_id, queued.id)
+    assert (done.status, done.started_at, done.finished_at, done.duration_ms) == (SUCCEEDED, at(2), at(5), 3000)
+    assert store.finish_execution(queued.id, owner="proc-a", status=FAILED, attempts=2, now=at(6)) is False
+
+
+def test_finish_keeps_the_started_at_of_a_claimed_execution(store, workflow):
+    running = make_running(store, workflow, "proc-a")
+    assert store.finish_execution(running.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(5),
+                                  started_at=at(3))
+    assert store.get_execution(None, running.id).started_at == at(1)
+
+
+def test_mark_running_records_the_owners_queued_executions_as_running(store, workflow):
+    mine = make_execution(store, workflow, owner="proc-a")
+    theirs = make_execution(store, workflow, 1, owner="proc-b")
+    finished = make_execution(store, workflow, 2, owner="proc-a")
+    store.finish_execution(finished.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(3), started_at=at(2))
+    started = {mine.id: at(4), theirs.id: at(4), finished.id: at(4), "ex_missing": at(4)}
+    assert store.mark_running("proc-a", started) == 1
+    marked = store.get_execution(None, mine.id)
+    assert (marked.status, marked.started_at, marked.owner) == (RUNNING, at(4), "proc-a")
+    assert store.get_execution(None, theirs.id).status is QUEUED
+    assert (store.get_execution(None, finished.id).status, store.get_execution(None, finished.id).started_at) == (
+        SUCCEEDED, at(2))
+    assert store.mark_running("proc-a", {mine.id: at(5)}) == 0  # running already: unchanged
+    assert store.get_execution(None, mine.id).started_at == at(4)
+    assert store.mark_running("proc-a", {}) == 0
+    assert store.finish_execution(mine.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(6), started_at=at(5))
+    assert store.get_execution(None, mine.id).started_at == at(4)
 
 
 def test_finish_refuses_a_non_terminal_status(store, workflow):
@@ -372,21 +414,27 @@ def test_request_cancel_by_status(store, workflow):
     store.finish_execution(done.id, owner="proc-a", status=SUCCEEDED, attempts=1, now=at(3))
     done = store.get_execution(tenant_id, done.id)
 
+    owned = make_execution(store, workflow, 4, owner="proc-a")
+
     cancelled = store.request_cancel(tenant_id, queued.id, by="user", now=at(10))
     assert (cancelled.status, cancelled.cancelled_by, cancelled.finished_at) == (CANCELLED, "user", at(10))
     flagged = store.request_cancel(tenant_id, running.id, by="user", now=at(10))
     assert (flagged.status, flagged.cancelled_by, flagged.finished_at) == (RUNNING, "user", None)
+    # Its owner may be starting it without a claim: flagged for the owner, who finishes it unsent.
+    flagged = store.request_cancel(tenant_id, owned.id, by="user", now=at(10))
+    assert (flagged.status, flagged.cancelled_by, flagged.finished_at) == (QUEUED, "user", None)
     assert store.request_cancel(tenant_id, done.id, by="user", now=at(10)) == done
     assert store.request_cancel(tenant_id, "ex_missing", by="user", now=at(10)) is None
 
 
-def test_cancel_requests_lists_only_the_owners_flagged_running_executions(store, workflow):
+def test_cancel_requests_lists_only_the_owners_flagged_active_executions(store, workflow):
     mine = make_running(store, workflow, "proc-a")
     make_running(store, workflow, "proc-a", 1)
     theirs = make_running(store, workflow, "proc-b", 2)
-    for execution in (mine, theirs):
+    mine_queued = make_execution(store, workflow, 3, owner="proc-a")
+    for execution in (mine, theirs, mine_queued):
         store.request_cancel(workflow.tenant_id, execution.id, by="user", now=at(5))
-    assert store.cancel_requests("proc-a") == [(mine.id, "user")]
+    assert store.cancel_requests("proc-a") == sorted([(mine.id, "user"), (mine_queued.id, "user")])
     assert store.cancel_requests("proc-c") == []
 
 

@@ -127,7 +127,7 @@ def test_sweeper_reports_a_backlog_when_a_pass_is_full(store, workflow, clocks):
 class Worker:
     owner_id = "wrk_me"
 
-    def running_tokens(self) -> list:
+    def job_tokens(self) -> list:
         return []
 
     def cancel(self, execution_id: str, reason: str) -> bool:

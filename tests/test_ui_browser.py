@@ -261,6 +261,9 @@ def test_ui_browser_without_javascript_reads_and_refreshes(service, tmp_path):
         shows(driver, "h1", "Workflows")
         execution_id = server.request("POST", f"/api/webhooks/{workflow_id}", body={"n": 1}).json()["execution_id"]
         receiver.wait_for(1, path="/slow")
+        # Its action started without a claim: it is recorded running within a supervisor tick (README).
+        wait_until(lambda: server.request("GET", f"/api/executions/{execution_id}", headers=user.auth).json()[
+            "status"] == "running", 5, "the blocked action was never recorded running")
         driver.get(server.url(f"/ui/executions/{execution_id}"))
         assert status_text(driver) == "running"
         assert button(driver, "Cancel").is_displayed()

@@ -38,7 +38,8 @@ class Engine(ABC):
 
     @abstractmethod
     def cancel(self, execution_id: str, reason: str) -> bool:
-        """Signal the execution's token if this engine holds it; False if it does not."""
+        """Signal the execution's token if this engine holds it (one still waiting for a worker may be
+        recorded cancelled at once: see BoundedExecutor.cancel); False if it does not hold it."""
 
     @abstractmethod
     def wait(self, execution_id: str, timeout: float) -> bool:

@@ -32,6 +32,7 @@ class _Job:
     token: CancelToken = field(default_factory=CancelToken)  # the deadline is set when it starts
     done: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+    settled: bool = False  # cancelled before it started, and recorded so: its worker only lets it go
     request_id: str | None = None  # of the request that accepted it, for its log lines
 
 
@@ -140,7 +141,9 @@ class BoundedExecutor(Engine):
         self._metrics.queue_length.dec()
         self._metrics.workers_busy.inc()
         try:
-            self._runner.run(execution_id, job.token, request_id=job.request_id)
+            if not job.settled:
+                # Every execution this engine holds was recorded or adopted under its owner_id.
+                self._runner.run(execution_id, job.token, request_id=job.request_id, owned=True)
         finally:
             with self._lock:
                 self._busy -= 1
@@ -152,11 +155,19 @@ class BoundedExecutor(Engine):
 
     # --- control -----------------------------------------------------------------------------------
     def cancel(self, execution_id: str, reason: str) -> bool:
+        """Set the job's token; one still waiting for a worker is recorded cancelled here and now (its
+        row is queued under this owner, which the store only flags: see Store.request_cancel), so a
+        cancel does not wait behind the running jobs. If that write fails, its worker records it."""
         with self._lock:
             job = self._jobs.get(execution_id)
+            waiting = job is not None and not job.started and not job.settled
+            if waiting:
+                job.settled = True
         if job is None:
             return False
         job.token.cancel(reason)
+        if waiting:
+            job.settled = self._runner.cancel_unstarted(execution_id, reason)
         return True
 
     def wait(self, execution_id: str, timeout: float) -> bool:
@@ -168,10 +179,11 @@ class BoundedExecutor(Engine):
         """Record the outcomes the runner parked during a store outage (the supervisor's every tick)."""
         return self._runner.flush_pending()
 
-    def running_tokens(self) -> list[CancelToken]:
-        """Tokens of the jobs a worker is running (the supervisor expires their deadlines)."""
+    def job_tokens(self) -> list[CancelToken]:
+        """Tokens of the jobs it holds, running or waiting for a worker: the supervisor expires their
+        deadlines (set when a job starts) and delivers the cancels recorded by other processes."""
         with self._lock:
-            return [job.token for job in self._jobs.values() if job.started]
+            return [job.token for job in self._jobs.values()]
 
     def stats(self) -> EngineStats:
         with self._lock:

@@ -1,10 +1,25 @@
-"""Run one execution in a worker thread: claim it, run its steps (engine/steps.py: templates, conditions,
-connectors with retries, a checkpoint per step), and record ONE outcome in the store."""
+"""Run one execution in a worker thread: take it, run its steps (engine/steps.py: templates, conditions,
+connectors with retries, a checkpoint per step), and record ONE outcome in the store.
+
+Taking an execution. An execution this process recorded or adopted is already its own: it is `queued`
+with this process as owner, and a one-step one is run without a claim (no write before the action:
+issue 14). Its outcome is recorded straight from `queued` (finish_execution accepts queued and running,
+the owner column is the fence against a stale owner), and `running` is recorded only for one that is
+still running at the supervisor's next tick (`flush_pending`, one batched write). What keeps each
+guarantee without the claim:
+- kill -9: a queued row of a dead owner is adopted and run again exactly like a running one
+  (at-least-once, as before);
+- cancel: the store does not end an owned queued row at once (it may be starting), it flags it like a
+  running one; the owner stops the job through its token (engine/pool.py finishes one that has not
+  started as cancelled, unsent), and an adopter that reads the flag finishes it cancelled unsent;
+- a workflow of several steps is claimed before its first step: its checkpoints need a running row.
+Executions of other owners or of none (distributed mode, handed back) are claimed as before."""
 from __future__ import annotations
 
 import logging
 import random
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
@@ -14,8 +29,9 @@ from app.engine.credentials import CredentialResolver
 from app.engine.http import HttpClient
 from app.engine.outage import ParkedOutcomes, until_store_answers
 from app.engine.steps import Outcome, RetryPolicy, Sleep, StepRunner, clean
+from app.engine.unclaimed import UnclaimedRuns
 from app.metrics import Metrics
-from app.models import Execution, ExecutionStatus, StepRecord, utcnow
+from app.models import Execution, ExecutionStatus, StepRecord, Workflow, utcnow
 from app.store.base import Store, StoreError
 from app.store.health import StoreHealth
 from app.tracing import NO_TRACING, Tracing
@@ -47,6 +63,7 @@ class Runner:
         self.owner_id = owner_id
         self.health = health or StoreHealth(metrics)
         self._parked = ParkedOutcomes(metrics, self.health)
+        self._unclaimed = UnclaimedRuns(store, owner_id, self.health)
         self._tracing = tracing
         self._store = store
         self._metrics = metrics
@@ -56,22 +73,26 @@ class Runner:
                                  checkpoint=self._checkpoint, log_event=self._log, credentials=credentials,
                                  tracing=tracing)
 
-    def run(self, execution_id: str, token: CancelToken, *, request_id: str | None = None) -> None:
+    def run(self, execution_id: str, token: CancelToken, *, request_id: str | None = None,
+            owned: bool = False) -> None:
         """Run one execution to its end; the worker boundary: nothing raised here escapes. `request_id`:
         of the request that accepted it in this process, carried on its log lines (its outcome line
-        stands for that request's access line, which is at debug)."""
+        stands for that request's access line, which is at debug). `owned`: the engine recorded or
+        adopted it under this runner's owner_id, so it may run without a claim (module docstring)."""
         with logutils.bind(execution_id=execution_id, request_id=request_id):
             outcome = Outcome(ExecutionStatus.FAILED)
             try:
-                self._run(execution_id, token, outcome)
+                self._run(execution_id, token, outcome, owned)
             except Exception as exc:
                 log.exception("execution crashed")
                 outcome.status, outcome.error = ExecutionStatus.FAILED, f"internal error: {type(exc).__name__}"
                 self._finish(execution_id, outcome)
 
     def flush_pending(self) -> int:
-        """Record the outcomes parked while the store could not write; return how many were written.
-        Cheap when none are parked; never raises StoreError. Call it every housekeeping tick."""
+        """Record the outcomes parked while the store could not write, and `running` for the executions
+        started without a claim before the previous call; return how many outcomes were written.
+        Cheap when there is neither; never raises StoreError. Call it every housekeeping tick."""
+        self._unclaimed.record_running()
         return self._parked.flush()
 
     @property
@@ -88,38 +109,86 @@ class Runner:
                 return self.pending
             time.sleep(pause)
 
-    def _run(self, execution_id: str, token: CancelToken, outcome: Outcome) -> None:
+    def _run(self, execution_id: str, token: CancelToken, outcome: Outcome, owned: bool) -> None:
         if token.reason == SHUTDOWN:
             log.debug("execution handed back unstarted: shutting down")
             return
         try:
-            execution = until_store_answers(lambda: self._store.claim_execution(
-                execution_id, owner=self.owner_id, now=self._clock()), token, operation="claim", health=self.health)
-        except Cancelled:
-            log.info("execution not claimed: shutting down while the store is unavailable")
+            taken = self._take(execution_id, token, owned)
+        except Cancelled as exc:
+            if exc.reason == SHUTDOWN:
+                log.info("execution not started: shutting down while the store is unavailable")
+                return
+            taken = None  # its own, with a cancel request: recorded below, unsent
+            self._cancelled(exc.reason, outcome)
+        if taken is None:
+            if outcome.status is ExecutionStatus.CANCELLED:
+                self._finish(execution_id, outcome)  # its own, cancelled before it started: nothing sent
+            else:
+                log.debug("execution not started: cancelled or taken meanwhile")
             return
-        if execution is None:
-            log.debug("execution not claimed: cancelled or taken meanwhile")
+        execution, workflow = taken
+        if workflow is None:
+            outcome.error = "workflow was deleted"
+            self._finish(execution_id, outcome)
             return
         token.deadline = time.monotonic() + self._job_timeout
         outcome.started = time.monotonic()
-        with logutils.bind(tenant_id=execution.tenant_id, workflow_id=execution.workflow_id), \
-                self._tracing.execution(execution, outcome):
-            self._perform(execution, token, outcome)
-            if outcome.handed_back:
-                log.info("execution handed back: shutting down")
-                return
-            if outcome.checkpoint_lost:
-                return
-            self._finish(execution_id, outcome)
+        if execution.status is ExecutionStatus.QUEUED:
+            execution = replace(execution, started_at=self._clock())
+            outcome.started_at = execution.started_at
+            self._unclaimed.started(execution_id, execution.started_at)
+        try:
+            with logutils.bind(tenant_id=execution.tenant_id, workflow_id=execution.workflow_id), \
+                    self._tracing.execution(execution, outcome):
+                self._perform(execution, workflow, token, outcome)
+                if outcome.handed_back:
+                    log.info("execution handed back: shutting down")
+                    return
+                if outcome.checkpoint_lost:
+                    return
+                self._finish(execution_id, outcome)
+        finally:
+            self._unclaimed.ended(execution_id)
 
-    def _perform(self, execution: Execution, token: CancelToken, outcome: Outcome) -> None:
+    def cancel_unstarted(self, execution_id: str, reason: str) -> bool:
+        """Record as cancelled, unsent, an execution of this owner that has not started (or park that
+        outcome while the store cannot write: recorded by flush_pending). Return True."""
+        outcome = Outcome(ExecutionStatus.FAILED)
+        self._cancelled(reason, outcome)
+        with logutils.bind(execution_id=execution_id):
+            self._finish(execution_id, outcome)
+        return True
+
+    def _take(self, execution_id: str, token: CancelToken, owned: bool) -> tuple[Execution, Workflow | None] | None:
+        """The execution and its workflow (None: deleted; the outcome says so), or None if it is not this
+        runner's to run (cancelled, taken meanwhile). An owned one-step execution is read, not claimed;
+        one with a cancel request is not run (the token is set: the outcome says cancelled)."""
+        if not owned:
+            execution = self._claim(execution_id, token)
+        else:
+            execution = self._read(token, "execution read", lambda: self._store.get_execution(None, execution_id))
+            if execution is None or execution.status is not ExecutionStatus.QUEUED or execution.owner != self.owner_id:
+                return None
+            if execution.cancelled_by:
+                token.cancel(execution.cancelled_by)
+                raise Cancelled(execution.cancelled_by)
+        if execution is None:
+            return None
+        workflow = self._read(token, "workflow read", lambda: self._store.get_workflow(None, execution.workflow_id))
+        if workflow is not None and execution.status is ExecutionStatus.QUEUED and len(workflow.steps) > 1:
+            execution = self._claim(execution_id, token)  # its step checkpoints need a running row
+            if execution is None:
+                return None
+        return execution, workflow
+
+    def _claim(self, execution_id: str, token: CancelToken) -> Execution | None:
+        return until_store_answers(lambda: self._store.claim_execution(
+            execution_id, owner=self.owner_id, now=self._clock()), token, operation="claim", health=self.health)
+
+    def _perform(self, execution: Execution, workflow: Workflow, token: CancelToken, outcome: Outcome) -> None:
         """Fill in `outcome` from the workflow's steps, resuming after those an earlier run settled."""
         try:
-            workflow = self._read(token, "workflow read", lambda: self._store.get_workflow(None, execution.workflow_id))
-            if workflow is None:
-                outcome.error = "workflow was deleted"
-                return
             outcome.action_type = workflow.steps[0].action_type
             logutils.add(user_id=workflow.user_id)
             self._log("execution started", ExecutionStatus.RUNNING, outcome, 0.0, level=logging.DEBUG)
@@ -164,7 +233,8 @@ class Runner:
         def record() -> bool:
             return self._store.finish_execution(
                 execution_id, owner=self.owner_id, status=outcome.status, attempts=outcome.attempts, now=finished,
-                result=outcome.result, error=error, cancelled_by=outcome.cancelled_by, steps=outcome.steps)
+                result=outcome.result, error=error, cancelled_by=outcome.cancelled_by, steps=outcome.steps,
+                started_at=outcome.started_at)
 
         def done(recorded: bool) -> None:
             if not recorded:

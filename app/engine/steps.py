@@ -57,6 +57,7 @@ class Outcome:
     handed_back: bool = False  # cancelled by shutdown: left unfinished, to run again after restart
     checkpoint_lost: bool = False  # a step's record was refused (no longer running here): stopped there
     started: float = field(default_factory=time.monotonic)  # reset once claimed: a claim may wait for the store
+    started_at: datetime | None = None  # when it started without a claim (recorded with the outcome)
     steps: list[StepRecord] = field(default_factory=list)  # records to write with the outcome
 
 

@@ -63,12 +63,13 @@ class Supervised(Protocol):
     owner_id: str
     health: StoreHealth  # its runner's: fed the heartbeats' outcomes
 
-    def running_tokens(self) -> list[CancelToken]: ...
+    def job_tokens(self) -> list[CancelToken]: ...
 
     def cancel(self, execution_id: str, reason: str) -> bool: ...
 
     def flush_pending(self) -> int:
-        """Record the outcomes its runner parked during a store outage (Runner.flush_pending)."""
+        """Record what its runner held back: outcomes parked during a store outage, `running` for
+        executions started without a claim (Runner.flush_pending)."""
 
 
 class Supervisor:
@@ -85,9 +86,14 @@ class Supervisor:
         self._backlog = False  # the last recovery round filled every free slot
 
     def start(self) -> None:
-        """Register this process, recover orphans at once, then run the loop in a daemon thread."""
-        self.heartbeat()
-        self.recover()
+        """Register this process and recover orphans at once, then run the loop in a daemon thread. A
+        process that starts while the store cannot write (a gunicorn worker restarted during an outage)
+        still starts: its ticks register and recover once the store answers."""
+        try:
+            self.heartbeat()
+            self.recover()
+        except StoreError as error:
+            log.warning("store unavailable at start: registering once it answers", extra={"data": {"error": str(error)}})
         self._rounds.start()
 
     def stop(self) -> None:
@@ -97,7 +103,7 @@ class Supervisor:
         """One round: record parked outcomes, expire deadlines, deliver store cancels, heartbeat and
         recover when due, purge."""
         self._engine.flush_pending()
-        tokens = self._engine.running_tokens()
+        tokens = self._engine.job_tokens()
         for token in tokens:
             token.expire()  # shuts down its sockets, so even a job blocked in a read times out
         if tokens:

@@ -88,7 +88,7 @@ class ExecutionWorker:
                     self._handed_back.append(execution_id)
                 self._cond.notify_all()
 
-    def running_tokens(self) -> list[CancelToken]:
+    def job_tokens(self) -> list[CancelToken]:
         with self._cond:
             return list(self._jobs.values())
 

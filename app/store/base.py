@@ -10,9 +10,11 @@ definition of correct behaviour. Rules shared by all backends:
   simply not found (None / False), never fetched and then filtered.
 - Each method is one transaction: it commits when it returns and changes nothing when it raises.
 - Execution ownership: `owner` is the id of the process (see `register_worker`) whose engine holds the
-  execution in memory. A `queued` execution with an owner is in that process's queue; with owner None it
-  is waiting to be adopted. `claim_execution`, `finish_execution` and `adopt_orphans` are atomic compare-
-  and-set operations, so two processes can never both run one execution.
+  execution in memory. A `queued` execution with an owner is in that process's queue, or running there
+  without a claim (a one-step execution its owner inserted or adopted: `running` is recorded only if it
+  runs long, by `mark_running`); with owner None it is waiting to be adopted or claimed. `claim_execution`,
+  `finish_execution` and `adopt_orphans` are atomic compare-and-set operations on status and owner, so two
+  processes can never both run one execution, and a stale owner's outcome is refused.
 - Steps: a workflow's `steps` are stored with it (a plain one-step `main` workflow as action_type + config
   alone). An execution's step records (StepRecord, keyed by step name) are written only by its owner
   while it runs (`record_step`, `finish_execution`: the same compare-and-set), or with the execution
@@ -26,7 +28,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 
@@ -173,11 +175,13 @@ class Store(ABC):
         error: str | None = None,
         cancelled_by: str | None = None,
         steps: Sequence[StepRecord] = (),
+        started_at: datetime | None = None,
     ) -> bool:
-        """Record the terminal outcome of a running execution owned by `owner`, and in the same
-        transaction the step records `steps` (inserted or replaced by name); False (and no change)
-        if it is no longer running under that owner. A cancel requested meanwhile keeps its
-        cancelled_by unless one is given."""
+        """Record the terminal outcome of a queued or running execution owned by `owner` (queued: its
+        owner ran it without a claim, see Runner), and in the same transaction the step records `steps`
+        (inserted or replaced by name); started_at is kept if the row has one, else set to `started_at`.
+        False (and no change) if it is no longer queued or running under that owner. A cancel requested
+        meanwhile keeps its cancelled_by unless one is given."""
 
     @abstractmethod
     def record_step(self, execution_id: str, *, owner: str, step: StepRecord) -> bool:
@@ -193,13 +197,20 @@ class Store(ABC):
 
     @abstractmethod
     def request_cancel(self, tenant_id: str, execution_id: str, *, by: str, now: datetime) -> Execution | None:
-        """Cancel: a queued execution becomes cancelled at once; a running one gets cancelled_by set so
-        its owner stops it; a terminal one is unchanged. Return the execution as it now is, or None if
-        the tenant has no such execution."""
+        """Cancel: a queued execution with no owner becomes cancelled at once; a running one, or a queued
+        one that a process owns (it may be starting it without a claim), gets cancelled_by set so its
+        owner stops it, or finishes it cancelled unsent; a terminal one is unchanged. Return the
+        execution as it now is, or None if the tenant has no such execution."""
 
     @abstractmethod
     def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
-        """(execution_id, cancelled_by) of running executions of `owner` whose cancel was requested."""
+        """(execution_id, cancelled_by) of queued or running executions of `owner` whose cancel was
+        requested."""
+
+    @abstractmethod
+    def mark_running(self, owner: str, started: Mapping[str, datetime]) -> int:
+        """Record as running, with their started_at, the executions (id -> started_at) that `owner` runs
+        without a claim and that are still queued under it; return how many changed. One transaction."""
 
     @abstractmethod
     def release_executions(self, owner: str) -> int:

@@ -5,7 +5,7 @@ import json
 import threading
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from app.models import ApiKey, Credential, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 from app.store._rules import (
@@ -51,11 +51,12 @@ def _detached_execution(execution: Execution) -> Execution:
 
 
 def _cancelled(execution: Execution, by: str, now: datetime) -> Execution:
-    """Apply a cancel request: queued ends at once, running is flagged for its owner to stop."""
+    """Apply a cancel request: queued with no owner ends at once; running, or queued under an owner
+    (which may be starting it without a claim), is flagged for that owner."""
     by = execution.cancelled_by or by
-    if execution.status is QUEUED:
+    if execution.status is QUEUED and execution.owner is None:
         return replace(execution, status=CANCELLED, finished_at=now, cancelled_by=by)
-    if execution.status is RUNNING:
+    if execution.status in ACTIVE:
         return replace(execution, cancelled_by=by)
     return execution
 
@@ -293,11 +294,12 @@ class MemoryStore(MemoryCredentialsMixin, Store):
         error: str | None = None,
         cancelled_by: str | None = None,
         steps: Sequence[StepRecord] = (),
+        started_at: datetime | None = None,
     ) -> bool:
         status = terminal_status(status)
         records = [_detached_step(record) for record in steps]
         with self._lock:
-            if not self._runs_under(execution_id, owner):
+            if not self._runs_under(execution_id, owner, ACTIVE):
                 return False
             execution = self._executions[execution_id]
             self._put_steps(execution_id, records)
@@ -309,12 +311,13 @@ class MemoryStore(MemoryCredentialsMixin, Store):
                 result=_json_copy(result),
                 error=error,
                 cancelled_by=cancelled_by if cancelled_by is not None else execution.cancelled_by,
+                started_at=execution.started_at or started_at,
             )
             return True
 
-    def _runs_under(self, execution_id: str, owner: str) -> bool:
+    def _runs_under(self, execution_id: str, owner: str, statuses: tuple[ExecutionStatus, ...] = (RUNNING,)) -> bool:
         execution = self._executions.get(execution_id)
-        return execution is not None and execution.status is RUNNING and execution.owner == owner
+        return execution is not None and execution.status in statuses and execution.owner == owner
 
     def _put_steps(self, execution_id: str, records: list[StepRecord]) -> None:
         mine = self._steps.setdefault(execution_id, {})
@@ -348,8 +351,16 @@ class MemoryStore(MemoryCredentialsMixin, Store):
             return sorted(
                 (e.id, e.cancelled_by)
                 for e in self._executions.values()
-                if e.owner == owner and e.status is RUNNING and e.cancelled_by is not None
+                if e.owner == owner and e.status in ACTIVE and e.cancelled_by is not None
             )
+
+    def mark_running(self, owner: str, started: Mapping[str, datetime]) -> int:
+        with self._lock:
+            marked = [execution_id for execution_id in started if self._runs_under(execution_id, owner, (QUEUED,))]
+            for execution_id in marked:
+                self._executions[execution_id] = replace(self._executions[execution_id], status=RUNNING,
+                                                         started_at=started[execution_id])
+            return len(marked)
 
     def release_executions(self, owner: str) -> int:
         with self._lock:

@@ -8,7 +8,7 @@ between them without waiting, and `SELECT ... FOR UPDATE` for token buckets."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import psycopg
 
@@ -32,12 +32,12 @@ from app.store.base import Store, WorkerRecord
 T = TypeVar("T")
 Connection = psycopg.Connection[Row]
 
-# The cancel rule (see Store.request_cancel): queued ends at once, running is flagged for its owner;
-# a reason recorded earlier is kept.
+# The cancel rule (see Store.request_cancel): queued with no owner ends at once; running, or queued under
+# an owner (which may be starting it without a claim), is flagged for that owner; an earlier reason is kept.
 _CANCEL = """
     UPDATE executions SET
-        status = CASE status WHEN 'queued' THEN 'cancelled' ELSE status END,
-        finished_at = CASE status WHEN 'queued' THEN %(now)s ELSE finished_at END,
+        status = CASE WHEN status = 'queued' AND owner IS NULL THEN 'cancelled' ELSE status END,
+        finished_at = CASE WHEN status = 'queued' AND owner IS NULL THEN %(now)s ELSE finished_at END,
         cancelled_by = COALESCE(cancelled_by, %(by)s)
     WHERE tenant_id = %(tenant_id)s AND status IN ('queued', 'running') AND """
 
@@ -260,16 +260,18 @@ class PostgresStore(PostgresCredentialsMixin, Store):
         error: str | None = None,
         cancelled_by: str | None = None,
         steps: Sequence[StepRecord] = (),
+        started_at: datetime | None = None,
     ) -> bool:
         status = terminal_status(status)
-        params = (status.value, attempts, ts(now), optional_json(result), text(error), cancelled_by, execution_id,
-                  owner)
+        params = (status.value, attempts, ts(now), optional_json(result), text(error), cancelled_by,
+                  None if started_at is None else ts(started_at), execution_id, owner)
         step_values = [rows.step_values(execution_id, record) for record in steps]
         with self._db.transaction() as conn:
             # The row lock this UPDATE takes (compare-and-set on owner and status) is held until commit.
             finished = conn.execute(
                 "UPDATE executions SET status = %s, attempts = %s, finished_at = %s, result = %s::json, error = %s,"
-                " cancelled_by = COALESCE(%s, cancelled_by) WHERE id = %s AND owner = %s AND status = 'running'",
+                " cancelled_by = COALESCE(%s, cancelled_by), started_at = COALESCE(started_at, %s)"
+                " WHERE id = %s AND owner = %s AND status IN ('queued', 'running')",
                 params).rowcount == 1
             if finished:
                 _upsert_steps(conn, step_values)
@@ -301,8 +303,18 @@ class PostgresStore(PostgresCredentialsMixin, Store):
     def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
         found = self._db.query(
             "SELECT id, cancelled_by FROM executions"
-            " WHERE status = 'running' AND owner = %s AND cancelled_by IS NOT NULL ORDER BY id", (owner,))
+            " WHERE status IN ('queued', 'running') AND owner = %s AND cancelled_by IS NOT NULL ORDER BY id",
+            (owner,))
         return [(row["id"], row["cancelled_by"]) for row in found]
+
+    def mark_running(self, owner: str, started: Mapping[str, datetime]) -> int:
+        if not started:
+            return 0
+        return len(self._db.query(
+            "UPDATE executions AS e SET status = 'running', started_at = s.started_at"
+            " FROM unnest(%(ids)s::text[], %(started)s::timestamptz[]) AS s(id, started_at)"
+            " WHERE e.id = s.id AND e.owner = %(owner)s AND e.status = 'queued' RETURNING e.id",
+            {"ids": list(started), "started": [ts(at) for at in started.values()], "owner": owner}))
 
     def release_executions(self, owner: str) -> int:
         return len(self._db.query(

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import threading
 from datetime import datetime
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from app.models import ApiKey, Execution, ExecutionStatus, Page, StepRecord, Tenant, User, Workflow
 from app.store import _sqlite_rows as rows
@@ -40,12 +40,12 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-# The cancel rule (see Store.request_cancel): queued ends at once, running is flagged for its owner;
-# a reason recorded earlier is kept.
+# The cancel rule (see Store.request_cancel): queued with no owner ends at once; running, or queued under
+# an owner (which may be starting it without a claim), is flagged for that owner; an earlier reason is kept.
 _CANCEL = """
     UPDATE executions SET
-        status = CASE status WHEN 'queued' THEN 'cancelled' ELSE status END,
-        finished_at = CASE status WHEN 'queued' THEN :now ELSE finished_at END,
+        status = CASE WHEN status = 'queued' AND owner IS NULL THEN 'cancelled' ELSE status END,
+        finished_at = CASE WHEN status = 'queued' AND owner IS NULL THEN :now ELSE finished_at END,
         cancelled_by = COALESCE(cancelled_by, :by)
     WHERE tenant_id = :tenant_id AND status IN ('queued', 'running') AND """
 
@@ -324,16 +324,18 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
         error: str | None = None,
         cancelled_by: str | None = None,
         steps: Sequence[StepRecord] = (),
+        started_at: datetime | None = None,
     ) -> bool:
         status = terminal_status(status)
         params = (status.value, attempts, to_ts(now), None if result is None else to_json(result), error,
-                  cancelled_by, execution_id, owner)
+                  cancelled_by, None if started_at is None else to_ts(started_at), execution_id, owner)
         step_values = [rows.step_values(execution_id, record) for record in steps]
 
         def write(conn: sqlite3.Connection) -> bool:
             finished = conn.execute(
                 "UPDATE executions SET status = ?, attempts = ?, finished_at = ?, result = ?, error = ?,"
-                " cancelled_by = COALESCE(?, cancelled_by) WHERE id = ? AND owner = ? AND status = 'running'",
+                " cancelled_by = COALESCE(?, cancelled_by), started_at = COALESCE(started_at, ?)"
+                " WHERE id = ? AND owner = ? AND status IN ('queued', 'running')",
                 params,
             ).rowcount == 1
             if finished and step_values:
@@ -380,10 +382,21 @@ class SqliteStore(SqliteSchedulesMixin, SqliteCredentialsMixin, Store):
     def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
         found = self._db.read(
             "SELECT id, cancelled_by FROM executions"
-            " WHERE status = 'running' AND owner = ? AND cancelled_by IS NOT NULL ORDER BY id",
+            " WHERE status IN ('queued', 'running') AND owner = ? AND cancelled_by IS NOT NULL ORDER BY id",
             (owner,),
         )
         return [(row["id"], row["cancelled_by"]) for row in found]
+
+    def mark_running(self, owner: str, started: Mapping[str, datetime]) -> int:
+        values = [(to_ts(at), execution_id, owner) for execution_id, at in started.items()]
+        if not values:
+            return 0
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.executemany("UPDATE executions SET status = 'running', started_at = ?"
+                                    " WHERE id = ? AND owner = ? AND status = 'queued'", values).rowcount
+
+        return self._write(write)
 
     def release_executions(self, owner: str) -> int:
         def write(conn: sqlite3.Connection) -> int:
