@@ -36,7 +36,7 @@ def store_unavailable(error: StoreError) -> None:
 
 def response_for(error: Exception) -> Response:
     """The JSON response for an error raised while answering a request: the app's one error handler,
-    callable without Flask's dispatch. Needs an app context."""
+    which api/thin.py calls too. Needs an app context."""
     if isinstance(error, AppError):
         response = error_response(error.status, error.code, error.message, field=error.field,
                                   retry_after=error.retry_after)

@@ -3,8 +3,8 @@ at info, or at warning with data.error when the request was refused for a reason
 should see (the store unavailable), so that such a refusal is one line, not two or a traceback;
 at debug when the request accepted an execution whose outcome line (at info) carries its request id.
 
-`start`, `finish` and `unbind` run around every request Flask handles (`init_app`); they keep their
-state in the app context's `g` and read the request they are given."""
+`start`, `finish` and `unbind` run around every request Flask handles (`init_app`) and around each
+webhook that api/thin.py answers without Flask; they keep their state in the app context's `g`."""
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,7 @@
 """The public webhook receiver: verify, record, queue, answer 202 at once (or at the end with ?wait=).
 
-`accept` is the receiver without Flask's request globals: it reads the request it is given."""
+The view is one of two ways in: api/thin.py answers plain POSTs without Flask's request machinery,
+calling `accept`, `acknowledgement` and the hooks below as Flask calls them for the view."""
 from __future__ import annotations
 
 import logging
@@ -55,8 +56,8 @@ def receive(workflow_id: str):
 
 def accept(req: Request, workflow_id: str) -> tuple[Execution, bool]:
     """Verify, decode and record one delivery to the workflow: (its execution, whether this request
-    created it rather than repeating an idempotency key). `req` is a Flask Request (the view's
-    `request`); an app context must be pushed.
+    created it rather than repeating an idempotency key). `req` is the view's `request`, or the
+    Flask Request that api/thin.py makes from the same environ; an app context must be pushed.
 
     Raises the AppError of each refusal (400, 401, 404, 413, 415, 429, 503) or StoreError."""
     limit = current_app.config["MAX_PAYLOAD_BYTES"]
