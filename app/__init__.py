@@ -68,10 +68,15 @@ def create_app(test_config: dict[str, Any] | None = None, *, store: Store | None
 
     from app import cli, ui
     from app.api import register_api
+    from app.api.thin import ThinWebhooks
 
     register_api(app)
     ui.init_app(app)
     cli.init_app(app)
+    if not tracing.enabled:
+        # Webhooks answered beside Flask's request machinery; with tracing on, Flask's instrumentation
+        # makes every request's span, so they go through Flask too.
+        app.wsgi_app = ThinWebhooks(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

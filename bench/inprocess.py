@@ -9,7 +9,8 @@ engine with its defaults, logs at WARNING unless --log-level says otherwise, to 
 file, as gunicorn does), a slack_message workflow delivering to bench/receiver.py on 127.0.0.1, then sends
 the webhooks through the WSGI app from --threads threads and waits until the receiver has every one
 (bounded: 120 s). Prints executions/s and the process's user + system CPU per execution: ingest, run and
-record, with Flask's request handling but no HTTP server in front. Used in RESULTS.md to compare changes
+record, with Flask's request handling but no HTTP server in front; and the CPU of the sending threads
+alone per webhook (the test client, the WSGI app and the ingest, without the engine's threads). Used in RESULTS.md to compare changes
 whose effect is smaller than run.py's run-to-run noise.
 
 --tracing sampled|unsampled turns OpenTelemetry on (app/tracing.py) with the OTLP/HTTP exporter posting
@@ -71,12 +72,15 @@ def main() -> int:
         body = (Path(__file__).resolve().parent / "payload.json").read_bytes()
         per_thread = args.executions // args.threads
         answers: list[int] = []
+        sender_cpu: list[float] = []
 
         def send() -> None:
             client = app.test_client()
+            started_cpu = time.thread_time()
             for _ in range(per_thread):
                 answers.append(client.post(f"/api/webhooks/{workflow['id']}", data=body,
                                            headers={"Content-Type": "application/json"}).status_code)
+            sender_cpu.append(time.thread_time() - started_cpu)
 
         receiver.reset()
         before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -95,7 +99,8 @@ def main() -> int:
         system = (after.ru_stime - before.ru_stime) * 1000 / total
         print(f"{total} executions, {delivered} delivered, answers {sorted(set(answers))}:"
               f" {total / (ended - started):.0f}/s, CPU per execution {user + system:.2f} ms"
-              f" (user {user:.2f} + system {system:.2f})")
+              f" (user {user:.2f} + system {system:.2f}); request threads {sum(sender_cpu) * 1000 / total:.3f} ms"
+              f" per webhook")
         return 0 if delivered == total else 1
     finally:
         shutdown_app(app, grace=5)

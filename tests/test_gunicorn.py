@@ -142,6 +142,31 @@ def test_gunicorn_own_error_responses_are_json(start_server, request_bytes, stat
     assert server.request("GET", "/healthz").status == 200  # the worker lives on
 
 
+def chunked_post(path: str, chunks: list[bytes]) -> bytes:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+            f"X-Request-ID: chunked-1\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def test_gunicorn_chunked_webhook_bodies_are_read_whole_and_bounded(start_server, tmp_path):
+    created = run_cli(["users", "create", "ops@example.com", "--tenant", "acme"], None, tmp_path)
+    auth = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+    server = start_server({"IPAAS_MAX_PAYLOAD_BYTES": "1000"})
+    workflow = server.request("POST", "/api/workflows", headers=auth, body={
+        "name": "hook", "trigger_type": "webhook", "action_type": "http_request",
+        "config": {"url": "http://127.0.0.1:9/", "timeout": 0.2}})
+    path = f"/api/webhooks/{workflow.json()['id']}"
+
+    status, headers, body = raw_exchange(server, chunked_post(path, [b"a" * 600, b"b" * 400]))
+    assert (status, headers["x-request-id"]) == (202, "chunked-1")
+    execution = server.request("GET", f"/api/executions/{json.loads(body)['execution_id']}", headers=auth).json()
+    assert execution["payload"] == "a" * 600 + "b" * 400
+
+    status, headers, body = raw_exchange(server, chunked_post(path, [b"a" * 600, b"b" * 401]))
+    assert (status, json.loads(body)["error"]["code"]) == (413, "payload_too_large")
+    assert server.request("GET", "/healthz").status == 200  # the worker lives on
+
+
 def start_forwarding(start_server, tmp_path, receiver, **kwargs):
     """Start a server with a user and a manual workflow POSTing {"user": payload.user} to the receiver."""
     created = run_cli(["users", "create", "ops@example.com", "--tenant", "acme"], None, tmp_path)

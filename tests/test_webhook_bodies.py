@@ -8,6 +8,7 @@ import tracemalloc
 import zlib
 
 import pytest
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from app.api.encodings import decode_content
 from app.errors import PayloadTooLarge
@@ -130,6 +131,26 @@ def test_webhook_body_inflating_past_the_limit_is_413(engine_app, client, accoun
                            headers={"Content-Encoding": coding})
     assert response.status_code == 413 and response.get_json()["error"]["code"] == "payload_too_large"
     assert len(client.get("/api/executions", headers=account.headers).get_json()["items"]) == 1
+
+
+def post_chunked(app, path: str, raw: bytes):
+    """POST `raw` as gunicorn passes on a chunked body: no Content-Length, the stream ended by the server."""
+    environ = EnvironBuilder(path=path, method="POST", data=raw, content_type="text/plain").get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    body, status, _ = run_wsgi_app(app, environ, buffered=True)
+    return int(status.split()[0]), json.loads(b"".join(body))
+
+
+def test_webhook_chunked_body_past_the_limit_is_413_not_cut(engine_app, client, account, hook):
+    limit = engine_app.config["MAX_PAYLOAD_BYTES"]
+    status, answer = post_chunked(engine_app, hook, b"a" * (limit + 1))
+    assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+    assert no_executions(client, account)
+    status, answer = post_chunked(engine_app, hook, b"a" * limit)
+    assert status == 202
+    execution = client.get(f"/api/executions/{answer['execution_id']}", headers=account.headers).get_json()
+    assert len(execution["payload"]) == limit
 
 
 @pytest.mark.parametrize("coding, encode", [("gzip", gzip.compress), ("deflate", zlib.compress)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from app.api import requestlog
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def error_response(status: int, code: str, message: str, *, field: str | None = None,
-                   retry_after: float | None = None):
+                   retry_after: float | None = None) -> Response:
     error = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
@@ -34,29 +34,29 @@ def store_unavailable(error: StoreError) -> None:
     requestlog.refused_because(f"store unavailable: {error}")
 
 
-def init_app(app: Flask) -> None:
-    @app.errorhandler(AppError)
-    def app_error(error: AppError):
+def response_for(error: Exception) -> Response:
+    """The JSON response for an error raised while answering a request: the app's one error handler,
+    which api/thin.py calls too. Needs an app context."""
+    if isinstance(error, AppError):
         response = error_response(error.status, error.code, error.message, field=error.field,
                                   retry_after=error.retry_after)
         if isinstance(error, Unauthorized) and error.challenge:
             response.headers["WWW-Authenticate"] = error.challenge
         return response
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
+    if isinstance(error, HTTPException):
         code = (error.name or "error").lower().replace(" ", "_")
         response = error_response(error.code or 500, code, error.description or error.name)
         if error.code == 405 and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
-
-    @app.errorhandler(StoreError)
-    def store_error(error: StoreError):
+    if isinstance(error, StoreError):
         store_unavailable(error)
         return error_response(503, "store_unavailable", "the database is unavailable, try again", retry_after=5)
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "internal server error")
 
-    @app.errorhandler(Exception)
-    def unexpected(error: Exception):
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal server error")
+
+def init_app(app: Flask) -> None:
+    # Flask finds this handler for every exception class, HTTPException included (the dashboard's
+    # blueprint handlers for its pages come first).
+    app.register_error_handler(Exception, response_for)
