@@ -18,6 +18,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import threading
+import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -64,3 +66,58 @@ def refuse_taken_addresses(addresses: Iterable[object]) -> None:
                     raise RuntimeError(f"{host}:{port} is already in use: is another server running "
                                        f"there? (SO_REUSEPORT would let this one share it silently)") from None
                 raise
+
+
+def _listening() -> list[tuple[str, str, int]]:
+    """(table, local address, inode) of every listening TCP socket of this network namespace (/proc/net/tcp*)."""
+    rows = []
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/self/net/{table}") as lines:
+                next(lines)  # "sl local_address rem_address st ... inode": addresses in hex, st 0A is LISTEN
+                rows += [(table, fields[1], int(fields[9])) for fields in map(str.split, lines) if fields[3] == "0A"]
+        except OSError:  # no IPv6, or not Linux
+            continue
+    return rows
+
+
+class Handoff:
+    """A worker's own reuse_port sockets, closed when it stops only once a newer socket listens beside each.
+
+    Closing a worker's socket is what makes the kernel migrate its queue (tcp_migrate_req), so close it as
+    soon as the worker stops accepting, rather than after its drain as gunicorn does: the connections queued
+    there move at once instead of waiting up to 2 s. But not before another socket listens on the address,
+    or the group is empty for an instant and a connection is refused: on a HUP the old workers, when idle,
+    stop faster than the new ones bind. "Another" must be newer than every socket this worker saw when it
+    started (`known`), or two stopping siblings would each close on seeing the other: the last of them to
+    start knew them all, so it waits for a new worker's socket. When none comes (a shutdown, not a reload),
+    the sockets are closed at the deadline."""
+
+    POLL = 0.01  # seconds between looks at /proc/net/tcp while waiting for a newer socket
+
+    def __init__(self, sockets: Iterable[socket.socket]) -> None:
+        self._sockets = list(sockets)
+        self._known = {inode for _, _, inode in _listening()}
+        self._thread: threading.Thread | None = None
+
+    def start(self, deadline: float) -> None:
+        """Close the sockets in a thread as soon as each is relieved, or at `deadline` (time.monotonic())."""
+        self._thread = threading.Thread(target=self._close_when_relieved, args=(deadline,),
+                                        name="listener-handoff", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait until every socket is closed (the process must not exit, closing them, before)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def _close_when_relieved(self, deadline: float) -> None:
+        waiting = {os.fstat(sock.fileno()).st_ino: sock for sock in self._sockets}
+        while waiting:
+            rows = _listening()
+            place = {inode: (table, address) for table, address, inode in rows}
+            newer = {(table, address) for table, address, inode in rows if inode not in self._known}
+            for inode in [inode for inode in waiting if place.get(inode) in newer or time.monotonic() >= deadline]:
+                waiting.pop(inode).close()
+            if waiting:
+                time.sleep(self.POLL)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
-from serving.listeners import refuse_taken_addresses, reuse_port
+from serving.listeners import Handoff, refuse_taken_addresses, reuse_port
 
 
 @pytest.fixture
@@ -58,3 +60,51 @@ def test_refuse_taken_addresses_lets_a_free_port_and_a_unix_path_pass(tmp_path):
         port = closed.getsockname()[1]
 
     refuse_taken_addresses([("127.0.0.1", port), str(tmp_path / "gunicorn.sock")])
+
+
+@pytest.fixture
+def reuse_port_listener() -> Iterator[Callable[[int], socket.socket]]:
+    """Open listening SO_REUSEPORT sockets on 127.0.0.1 (port 0: a free one), as reuse_port workers do."""
+    opened: list[socket.socket] = []
+
+    def listen(port: int = 0) -> socket.socket:
+        sock = socket.socket()
+        opened.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        return sock
+
+    yield listen
+    for sock in opened:
+        sock.close()
+
+
+def test_handoff_closes_a_stopping_workers_socket_once_a_new_one_listens(reuse_port_listener):
+    old = reuse_port_listener()
+    handoff = Handoff([old])
+    handoff.start(deadline=time.monotonic() + 60)
+
+    reuse_port_listener(old.getsockname()[1])  # a new worker's
+    handoff.join()
+
+    assert old.fileno() == -1
+
+
+def test_handoff_keeps_the_last_started_sibling_open_until_the_deadline(reuse_port_listener):
+    # Two old workers stopping together (a shutdown): the first is relieved by the second, which knew the
+    # first when it started and so waits for a newer socket, until the deadline: the port never goes silent.
+    first = reuse_port_listener()
+    first_handoff = Handoff([first])
+    second = reuse_port_listener(first.getsockname()[1])
+    second_handoff = Handoff([second])
+    deadline = time.monotonic() + 1.0
+
+    first_handoff.start(deadline)
+    second_handoff.start(deadline)
+    first_handoff.join()
+    assert time.monotonic() < deadline and second.fileno() != -1
+    second_handoff.join()
+
+    assert time.monotonic() >= deadline
+    assert first.fileno() == second.fileno() == -1
