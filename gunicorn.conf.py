@@ -25,12 +25,14 @@ reload), and stops the old ones as SIGTERM does: their requests are answered, th
 executions finish within graceful_timeout or are handed back and adopted by the new workers. Why
 gunicorn >= 27: serving/worker.py, after the upstream reports it looked into.
 
-Listening (serving/listeners.py): by default the master's one socket, shared by the workers, which stays
-open throughout a reload, so no connection is refused or reset. With reuse_port (SO_REUSEPORT) each
-worker has its own socket and the kernel spreads connections evenly over them (measured in
-bench/RESULTS.md), but a reload is only safe with the sysctl net.ipv4.tcp_migrate_req=1, which moves a
-closing socket's queued connections to a live one. IPAAS_REUSE_PORT=auto (the default) turns reuse_port
-on exactly then; true/false force it. The choice is made once, at start: a HUP keeps it (on_reload).
+Listening (serving/listeners.py): the master's one socket, shared by the workers, which stays open
+throughout a reload, so no connection is refused or reset; or, with reuse_port (SO_REUSEPORT), a socket
+per worker, over which the kernel spreads new connections evenly. A reload is only safe then with the
+sysctl net.ipv4.tcp_migrate_req=1, which moves a closing socket's queued connections to a live one, and
+with a stopping worker closing its socket only once a new one listens (serving/worker.py).
+IPAAS_REUSE_PORT=auto (the default) turns reuse_port on exactly when the sysctl is 1; true/false force
+it. The choice is made once, at start: a HUP keeps it (on_reload). With reuse_port the master refuses
+a port that something listens on already (on_starting), which SO_REUSEPORT would let it share.
 """
 from __future__ import annotations
 
