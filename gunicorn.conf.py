@@ -1,7 +1,8 @@
 """gunicorn settings for the ipaas API: `gunicorn -c gunicorn.conf.py wsgi:app` from the project root.
 
 Environment: IPAAS_BIND (or PORT), IPAAS_PROCESSES, IPAAS_THREADS, IPAAS_GRACEFUL_TIMEOUT,
-IPAAS_LOG_LEVEL, IPAAS_START_ENGINE (default true in the workers), PROMETHEUS_MULTIPROC_DIR, and
+IPAAS_REUSE_PORT (auto, true, false: below), IPAAS_LOG_LEVEL, IPAAS_START_ENGINE (default true in the
+workers), PROMETHEUS_MULTIPROC_DIR, and
 the app's other IPAAS_* settings, which the workers read. Any other gunicorn setting can be
 overridden without editing this file through GUNICORN_CMD_ARGS or the command line, which gunicorn
 applies after it.
@@ -21,9 +22,17 @@ Shutdown, as gunicorn 27's gthread worker does it (read in gunicorn/arbiter.py, 
 Reload (HUP to the master) loads new code: the master re-reads this file, forks new workers, which
 import `app` afresh (the master never imports it: it only needs serving/, which a HUP does not
 reload), and stops the old ones as SIGTERM does: their requests are answered, their running
-executions finish within graceful_timeout or are handed back and adopted by the new workers. The
-listening socket stays open in the master throughout, so no connection is refused. Why gunicorn >= 27
-and not `--reuse-port` for reloads: serving/worker.py, after the upstream reports it looked into.
+executions finish within graceful_timeout or are handed back and adopted by the new workers. Why
+gunicorn >= 27: serving/worker.py, after the upstream reports it looked into.
+
+Listening (serving/listeners.py): the master's one socket, shared by the workers, which stays open
+throughout a reload, so no connection is refused or reset; or, with reuse_port (SO_REUSEPORT), a socket
+per worker, over which the kernel spreads new connections evenly. A reload is only safe then with the
+sysctl net.ipv4.tcp_migrate_req=1, which moves a closing socket's queued connections to a live one, and
+with a stopping worker closing its socket only once a new one listens (serving/worker.py).
+IPAAS_REUSE_PORT=auto (the default) turns reuse_port on exactly when the sysctl is 1; true/false force
+it. The choice is made once, at start: a HUP keeps it (on_reload). With reuse_port the master refuses
+a port that something listens on already (on_starting), which SO_REUSEPORT would let it share.
 """
 from __future__ import annotations
 
@@ -71,11 +80,13 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 # Not `app`: the master must not import it (see the top). Imported rather than named as strings in
 # logconfig_dict, so that a failing import stops gunicorn with its own traceback.
-from serving import logformat  # noqa: E402
+from serving import listeners, logformat  # noqa: E402
 from serving.worker import JsonErrorWorker  # noqa: E402
 
 bind = [address.strip() for address in os.environ.get("IPAAS_BIND", "").split(",") if address.strip()] \
     or [f"0.0.0.0:{_env_int('PORT', 8080)}"]
+# A socket per worker, balanced by the kernel, when a reload cannot reset connections (see the top).
+reuse_port = listeners.reuse_port(os.environ.get("IPAAS_REUSE_PORT"))
 
 # One process per core of the 2-core host: gthread threads already overlap the I/O-bound work
 # (webhook acks, action HTTP calls), and each process adds its own engine pool, queue and SQLite
@@ -158,7 +169,11 @@ SHUTDOWN_MARGIN = 3.0
 
 
 def on_starting(server) -> None:
-    """Give this run an empty Prometheus directory before any worker forks."""
+    """Give this run an empty Prometheus directory before any worker forks; refuse a taken port."""
+    # With reuse_port nobody binds in the master, and the workers could join another server's sockets.
+    # A re-executed master (USR2: master_pid is the old one) shares the port with the old one on purpose.
+    if server.cfg.reuse_port and not server.master_pid:
+        listeners.refuse_taken_addresses(server.cfg.address)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     # A given directory may hold the files of a previous run, whose counters would be summed in.
@@ -166,6 +181,16 @@ def on_starting(server) -> None:
         os.remove(path)
     # A library's warning would otherwise be printed to stderr as a plain-text line.
     logging.captureWarnings(True)
+
+
+def on_reload(server) -> None:
+    """Keep the way of listening the master started with: it has no socket to share with reuse_port on."""
+    started_with = not server.LISTENERS  # the master made the shared sockets at start, or none
+    if server.cfg.reuse_port != started_with:
+        # Say IPAAS_REUSE_PORT=auto and the sysctl changed since: new workers would bind beside the
+        # master's socket (EADDRINUSE) or listen nowhere. Takes effect at the next restart.
+        server.log.warning("reuse_port stays %s until a restart", started_with)
+        server.cfg.set("reuse_port", started_with)
 
 
 def child_exit(server, worker) -> None:

@@ -1,4 +1,4 @@
-"""What the gunicorn master loads: the JSON log format and the worker class.
+"""What the gunicorn master loads: the JSON log format, the way of listening and the worker class.
 
 Kept outside the `app` package on purpose: the master must never import `app`, so that a HUP,
 which forks fresh workers from the master, has them import every module of `app` anew from disk

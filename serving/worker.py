@@ -14,21 +14,37 @@ Reloads (HUP) and stops. Upstream reports of gthread dropping requests during a 
   `Connection: close` and keeps idle connections open for STOP_KEEPALIVE_LINGER (2 s) for a request
   being sent. Without that linger the reload test sees resets and broken pipes; it passes with it.
   Releases before 27 lack it, hence `gunicorn>=27` in pyproject.toml.
-- With `--reuse-port` each worker has its own listening socket, and the kernel keeps assigning new
-  connections to a stopping worker's socket until gunicorn closes it after the whole drain: every
-  connection queued there meanwhile is reset (the reload test sees 2-6 resets per run). Accepting
-  what is queued and closing the socket as soon as the worker stops shortened that window but still
-  left refused connections in one run of four, so it was not kept: reloads are for the default
-  shared socket, which stays open in the master and the new workers throughout. (Linux 5.14+'s
-  `net.ipv4.tcp_migrate_req=1` moves a closing socket's queue to another socket of the group.)
+- With reuse_port each worker has its own listening socket, and the kernel keeps assigning new
+  connections to a stopping worker's socket until gunicorn closes it after the whole drain
+  (ThreadWorker.run closes `self.sockets` last): every connection queued there meanwhile is reset at
+  that close (the reload test saw 2-6 resets per run). Closing the socket as soon as the worker stops
+  shortened that window but still left refused connections in one run of four. Linux 5.14+'s
+  `net.ipv4.tcp_migrate_req=1` fixes it: at the close the kernel moves the queued connections, and
+  those still in their handshake, to another socket of the group (a new worker's), and the reload test
+  answers every request. So gunicorn.conf.py turns reuse_port on only with that sysctl
+  (serving/listeners.py). Two things remained, measured with the reload test's load and with 40-65
+  HUPs under a light one: a connection queued on a stopping worker waited for its drain (up to
+  STOP_KEEPALIVE_LINGER, 2 s: slowest new connection 1.7-2.6 s, 1.0-1.1 s with the shared socket), and
+  when the old workers, idle, closed before the new ones had bound, nothing listened for an instant
+  (1 refused connection in 65 reloads; shared socket 0 in 40). `Handoff` takes both away (0.7-0.85 s,
+  0 in 40): a stopping worker closes its sockets at once, but only once a newer socket listens beside
+  each, or HANDOFF_WAIT later (a shutdown).
 """
 from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
+
+from serving.listeners import Handoff
+
+# Seconds a stopping worker keeps its reuse_port sockets open for a newer one to listen beside them: a new
+# worker binds within milliseconds of its fork, which precedes the old workers' SIGTERM; at a shutdown
+# nobody comes, and the sockets close this much later than they could have.
+HANDOFF_WAIT = 1.0
 
 
 class _JsonErrorSocket:
@@ -61,7 +77,23 @@ def json_error(status: int, reason: str, message: str) -> bytes:
 
 
 class JsonErrorWorker(ThreadWorker):
-    """gthread, with JSON error responses (see the module docstring)."""
+    """gthread, with JSON error responses and, with reuse_port, a handoff of its sockets when it stops."""
+
+    handoff: Handoff | None = None
+
+    def run(self) -> None:
+        if self.cfg.reuse_port:
+            self.handoff = Handoff(self.sockets)
+        super().run()
+        if self.handoff is not None:
+            self.handoff.join()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive and self.handoff is not None and self.sockets:
+            # Stopping: hand the sockets over, or ThreadWorker.run would close them only after the drain.
+            self.handoff.start(deadline=time.monotonic() + HANDOFF_WAIT)
+            self.sockets = []
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         super().handle_error(req, _JsonErrorSocket(client, str(exc) or type(exc).__name__), addr, exc)

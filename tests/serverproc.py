@@ -178,6 +178,14 @@ class GunicornServer:
         """Return the pids of the master's live children (the workers)."""
         return sorted(pid for pid, state, ppid, _ in _proc_table() if ppid == self.master_pid and state != "Z")
 
+    def listening_sockets(self) -> int:
+        """Count the sockets listening on the server's port: the master's one, or one per worker (reuse_port)."""
+        port = f":{self.port:04X}"
+        with open("/proc/thread-self/net/tcp") as table:  # this thread's network namespace (tests/netns.py)
+            # "sl local_address rem_address st ...": addresses in hex, st 0A is LISTEN
+            return sum(1 for line in table.readlines()[1:]
+                       if line.split()[1].endswith(port) and line.split()[3] == "0A")
+
     def group_pids(self) -> list[int]:
         """Return the live processes of the server's process group: the master, workers, orphans."""
         return sorted(pid for pid, state, _, pgrp in _proc_table() if pgrp == self.master_pid and state != "Z")

@@ -5,13 +5,15 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.receiver import Reply, receiver  # noqa: F401  (receiver is a fixture)
-from tests.serverproc import GunicornServer, run_cli, wait_until
+from tests.serverproc import ROOT, GunicornServer, run_cli, service_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -254,3 +256,24 @@ def test_gunicorn_workers_exit_when_the_master_is_killed(start_server):
     wait_until(lambda: not server.group_pids(), GRACE, f"orphaned workers {workers} still alive")
     records = server.logs(strict=False)  # a SIGKILLed master may leave half a line
     assert sum(r["message"].startswith("Parent changed, shutting down") for r in records) == 2
+
+
+def test_gunicorn_with_reuse_port_refuses_a_port_another_server_listens_on(start_server, tmp_path):
+    first = start_server({"IPAAS_REUSE_PORT": "true"}, processes=2)
+    assert first.listening_sockets() == 2  # a socket per worker
+
+    # Its workers could bind beside the first server's and take a share of its connections unnoticed.
+    env = service_env(tmp_path, {"IPAAS_REUSE_PORT": "true", "IPAAS_BIND": f"127.0.0.1:{first.port}"})
+    second = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                              env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = second.communicate(timeout=20)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait()
+
+    assert second.returncode == 1
+    assert f"Error: 127.0.0.1:{first.port} is already in use" in stderr
+    assert first.listening_sockets() == 2
+    assert first.request("GET", "/healthz").status == 200

@@ -5,8 +5,10 @@ Prometheus multiprocess directory, the store), never through one process's memor
 
 Which process accepts a connection is up to the kernel, and one process may take a whole burst. So
 each process here holds one connection at a time (--worker-connections 1): while one is busy the
-other accepts, and a burst is always split between them. Each worker's own counters, read from its
-file in the multiprocess directory, show that both processes answered."""
+other accepts, and a burst is always split between them. That needs the shared listening socket
+(IPAAS_REUSE_PORT=false): with a socket per process the kernel would queue a connection on the busy
+one's. Each worker's own counters, read from its file in the multiprocess directory, show that both
+processes answered."""
 from __future__ import annotations
 
 import shutil
@@ -54,8 +56,8 @@ def user(tmp_path: Path) -> CliUser:
 @pytest.fixture
 def servers(tmp_path: Path, receiver: Receiver):
     """Servers of two worker processes allowed to call the receiver; all stopped at teardown."""
-    stack = ServerStack(tmp_path, {"IPAAS_ALLOW_PRIVATE_NETWORKS": "true", "IPAAS_GRACEFUL_TIMEOUT": str(GRACE)},
-                        processes=2, extra_args=ONE_CONNECTION_EACH)
+    env = {"IPAAS_ALLOW_PRIVATE_NETWORKS": "true", "IPAAS_GRACEFUL_TIMEOUT": str(GRACE), "IPAAS_REUSE_PORT": "false"}
+    stack = ServerStack(tmp_path, env, processes=2, extra_args=ONE_CONNECTION_EACH)
     yield stack
     receiver.release()  # a hanging action would hold each shutdown for its whole grace period
     stack.close()

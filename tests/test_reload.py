@@ -1,9 +1,14 @@
 """HUP to the gunicorn master: new code is loaded, every request is answered, every execution runs once.
 
 Real gunicorn over sockets; the load is a bounded client sending webhooks from several threads, half
-over kept-alive connections and half on a new connection each."""
+over kept-alive connections and half on a new connection each. Both ways of listening are loaded
+(serving/listeners.py): the master's shared socket, and a socket per worker (reuse_port) with
+net.ipv4.tcp_migrate_req=1, set in a private network namespace (tests/netns.py, needs root) so that the
+machine's own setting and the tests beside this one are not touched. Without the sysctl the reuse_port
+run sees 2-4 connections reset per run."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import shutil
@@ -12,10 +17,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from tests.receiver import Receiver, receiver  # noqa: F401  (receiver is a fixture)
+from tests.netns import NamespaceUnavailable, private_network, set_sysctl
+from tests.receiver import Receiver
 from tests.serverproc import (
     ROOT,
     GunicornServer,
@@ -27,9 +34,40 @@ from tests.serverproc import (
     wait_until,
 )
 
+from tests.services import require
+
 pytestmark = pytest.mark.slow
 
 GRACE = 10  # IPAAS_GRACEFUL_TIMEOUT of these servers
+MIGRATE_REQ = "net/ipv4/tcp_migrate_req"
+
+
+@contextlib.contextmanager
+def migrating_network(migrate: str) -> Iterator[None]:
+    """A private network namespace with net.ipv4.tcp_migrate_req=`migrate`; skip (or fail in CI) without one."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(private_network({MIGRATE_REQ: migrate}))
+        except NamespaceUnavailable as exc:
+            require("a private network namespace", f"{exc.strerror} (it needs root)")
+        yield
+
+
+@pytest.fixture(params=["shared socket", "reuse_port"])
+def listening(request) -> Iterator[str]:
+    """How the server listens; for reuse_port, IPAAS_REUSE_PORT=auto in a namespace that migrates requests."""
+    if request.param == "shared socket":
+        yield request.param
+        return
+    with migrating_network("1"):
+        yield request.param
+
+
+@pytest.fixture
+def receiver(listening) -> Iterator[Receiver]:
+    """The action's receiver, made after `listening`: in the server's network namespace."""
+    with Receiver() as rx:
+        yield rx
 
 
 def project_copy(tmp_path: Path) -> Path:
@@ -123,11 +161,15 @@ class WebhookLoad:
             connection.close()
 
 
-def test_reload_twice_under_load_answers_every_request_and_runs_each_execution_once(tmp_path, receiver):
+def test_reload_twice_under_load_answers_every_request_and_runs_each_execution_once(tmp_path, listening,
+                                                                                    receiver):
     user = create_user(tmp_path, "ops@example.com", "acme")
-    env = {"IPAAS_ALLOW_PRIVATE_NETWORKS": "true", "IPAAS_GRACEFUL_TIMEOUT": str(GRACE)}
+    env = {"IPAAS_ALLOW_PRIVATE_NETWORKS": "true", "IPAAS_GRACEFUL_TIMEOUT": str(GRACE),
+           "IPAAS_REUSE_PORT": "false" if listening == "shared socket" else "auto"}
     with ServerStack(tmp_path, env, processes=2, threads=4) as stack:
         server = stack.start()
+        sockets = 1 if listening == "shared socket" else server.processes
+        assert server.listening_sockets() == sockets
         workflow_id = create_http_workflow(server, user.auth, receiver.url("/hook"))
         load = WebhookLoad(server, f"/api/webhooks/{workflow_id}").start()
         try:
@@ -138,6 +180,7 @@ def test_reload_twice_under_load_answers_every_request_and_runs_each_execution_o
                 new_generation(server, old)
                 before = load.sent()
                 wait_until(lambda: load.sent() >= before + 50, 20, "the new workers to answer")
+                assert server.listening_sockets() == sockets
         finally:
             outcomes = load.stop()
 
@@ -151,3 +194,21 @@ def test_reload_twice_under_load_answers_every_request_and_runs_each_execution_o
         executions = wait_for_executions(server, user.auth, accepted, timeout=60)
         assert Counter(e["status"] for e in executions.values()) == {"succeeded": len(accepted)}
         assert delivery_counts(receiver) == {execution_id: 1 for execution_id in accepted}
+
+
+@pytest.mark.parametrize("before, after", [("0", "1"), ("1", "0")])
+def test_reload_keeps_the_way_of_listening_the_server_started_with(tmp_path, before, after):
+    # IPAAS_REUSE_PORT=auto follows the sysctl, which may change under a running server: its HUP must
+    # neither bind beside the master's shared socket nor leave the new workers without one.
+    with migrating_network(before):
+        with GunicornServer({"IPAAS_GRACEFUL_TIMEOUT": str(GRACE)}, tmp_path, processes=2) as server:
+            sockets = server.listening_sockets()
+            assert sockets == (2 if before == "1" else 1)
+            set_sysctl(MIGRATE_REQ, after)
+
+            old = set(server.worker_pids())
+            server.reload()
+            new_generation(server, old)
+
+            assert server.request("GET", "/healthz").status == 200
+            assert server.listening_sockets() == sockets
