@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The service and its peers measured with the shared yardstick in one session (RESULTS.md, Round 3).
 
-    .venv/bin/python bench/side_by_side.py [--root DIR --label NAME]... [--runs 3] [--seconds 15] [--no-peers]
-                                           [--log-level INFO] [--out DIR]
+    .venv/bin/python bench/side_by_side.py [--root DIR --label NAME [--env K=V[,K=V]]]... [--runs 3] [--seconds 15]
+                                           [--no-peers] [--log-level INFO] [--out DIR]
 
 For each tree (default: this one): the service under gunicorn (gunicorn.conf.py, bench/service.py's settings
 but the log level at the service's default, INFO) and a slack_message workflow posting to bench/receiver.py;
@@ -34,6 +34,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="the service and its peers, one session")
     parser.add_argument("--root", action="append", default=[], help="project tree(s) to measure (default: this one)")
     parser.add_argument("--label", action="append", default=[], help="a label per --root")
+    parser.add_argument("--env", action="append", default=[],
+                        help="K=V[,K=V] for the service of the --root in the same position (e.g. IPAAS_REUSE_PORT=true)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--log-level", default="INFO")
@@ -47,8 +49,10 @@ def main() -> int:
     work = workdir()
     receiver = Receiver(work).start()
     try:
-        for root, label in zip(roots, labels):
-            measure_service(Path(root).resolve(), label, args, receiver, work, out)
+        envs = args.env + [""] * (len(roots) - len(args.env))
+        for root, label, extra in zip(roots, labels, envs):
+            measure_service(Path(root).resolve(), label, args, receiver, work, out,
+                            dict(pair.split("=", 1) for pair in extra.split(",") if pair))
     finally:
         receiver.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -66,10 +70,10 @@ def main() -> int:
 
 
 def measure_service(root: Path, label: str, args: argparse.Namespace, receiver: Receiver, work: Path,
-                    out: Path) -> None:
-    print(f"{time.strftime('%H:%M:%S')} ipaas {label} ({root})", file=sys.stderr, flush=True)
+                    out: Path, extra_env: dict[str, str]) -> None:
+    print(f"{time.strftime('%H:%M:%S')} ipaas {label} ({root}) {extra_env or ''}", file=sys.stderr, flush=True)
     service.APP_ROOT = root
-    server = Service(work, env={"IPAAS_LOG_LEVEL": args.log_level}, name=f"svc-{label}").start()
+    server = Service(work, env={"IPAAS_LOG_LEVEL": args.log_level, **extra_env}, name=f"svc-{label}").start()
     try:
         workflow = server.create_workflow(receiver.url("/hook/slack"))
         subprocess.run([*LOCK, "python3", str(SHARED / "bench.py"), "load", "--url", server.webhook_url(workflow),
