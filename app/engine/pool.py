@@ -157,7 +157,8 @@ class BoundedExecutor(Engine):
     def cancel(self, execution_id: str, reason: str) -> bool:
         """Set the job's token; one still waiting for a worker is recorded cancelled here and now (its
         row is queued under this owner, which the store only flags: see Store.request_cancel), so a
-        cancel does not wait behind the running jobs. If that write fails, its worker records it."""
+        cancel does not wait behind the running jobs, and its worker lets it go unsent. While the store
+        cannot write, that outcome is parked like any other (Runner.flush_pending records it)."""
         with self._lock:
             job = self._jobs.get(execution_id)
             waiting = job is not None and not job.started and not job.settled
@@ -167,7 +168,7 @@ class BoundedExecutor(Engine):
             return False
         job.token.cancel(reason)
         if waiting:
-            job.settled = self._runner.cancel_unstarted(execution_id, reason)
+            self._runner.cancel_unstarted(execution_id, reason)
         return True
 
     def wait(self, execution_id: str, timeout: float) -> bool:

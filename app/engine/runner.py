@@ -151,14 +151,13 @@ class Runner:
         finally:
             self._unclaimed.ended(execution_id)
 
-    def cancel_unstarted(self, execution_id: str, reason: str) -> bool:
+    def cancel_unstarted(self, execution_id: str, reason: str) -> None:
         """Record as cancelled, unsent, an execution of this owner that has not started (or park that
-        outcome while the store cannot write: recorded by flush_pending). Return True."""
+        outcome while the store cannot write: recorded by flush_pending)."""
         outcome = Outcome(ExecutionStatus.FAILED)
         self._cancelled(reason, outcome)
         with logutils.bind(execution_id=execution_id):
             self._finish(execution_id, outcome)
-        return True
 
     def _take(self, execution_id: str, token: CancelToken, owned: bool) -> tuple[Execution, Workflow | None] | None:
         """The execution and its workflow (None: deleted; the outcome says so), or None if it is not this
