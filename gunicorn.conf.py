@@ -174,6 +174,8 @@ def on_starting(server) -> None:
     # A re-executed master (USR2: master_pid is the old one) shares the port with the old one on purpose.
     if server.cfg.reuse_port and not server.master_pid:
         listeners.refuse_taken_addresses(server.cfg.address)
+    server.log.info("listening on %s", "a socket per worker process (reuse_port)" if server.cfg.reuse_port
+                    else "one socket shared by the worker processes")
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     # A given directory may hold the files of a previous run, whose counters would be summed in.
