@@ -27,7 +27,9 @@ class WorkerCommand:
                  args: tuple[str, ...] = ()):
         self.tmp_path = Path(tmp_path)
         self.processes, self.threads, self.args = processes, threads, args
-        self.env = service_env(self.tmp_path, {"PROMETHEUS_MULTIPROC_DIR": None, **env})
+        # TMPDIR: the fleet's metrics directory (app/fleet.py, mkdtemp) goes under tmp_path, so a fleet a test
+        # SIGKILLs, which cannot remove it, leaves nothing in /tmp.
+        self.env = service_env(self.tmp_path, {"PROMETHEUS_MULTIPROC_DIR": None, "TMPDIR": str(self.tmp_path), **env})
         run = 1
         while (self.tmp_path / f"worker-{run}.stderr").exists():
             run += 1
