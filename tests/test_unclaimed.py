@@ -54,6 +54,7 @@ def test_a_cancel_recorded_by_another_process_ends_a_waiting_execution_unsent(be
     ended = wait_until(lambda: (e := bench.store.get_execution(None, waiting)).status.terminal and e, 2.0,
                        "the waiting execution was not cancelled")
     assert (ended.status, ended.cancelled_by, ended.attempts, ended.started_at) == (CANCELLED, "api:usr_2", 0, None)
+    assert bench.metric(engine, "ipaas_executions_total", {"status": "cancelled", "action_type": "http_request"}) == 1
     assert engine.stats().busy == 1  # the hanging one still runs
     receiver.release()
     assert engine.wait(waiting, 2.0)

@@ -154,10 +154,20 @@ class Runner:
     def cancel_unstarted(self, execution_id: str, reason: str) -> None:
         """Record as cancelled, unsent, an execution of this owner that has not started (or park that
         outcome while the store cannot write: recorded by flush_pending)."""
-        outcome = Outcome(ExecutionStatus.FAILED)
+        outcome = Outcome(ExecutionStatus.FAILED, action_type=self._action_type(execution_id))
         self._cancelled(reason, outcome)
         with logutils.bind(execution_id=execution_id):
             self._finish(execution_id, outcome)
+
+    def _action_type(self, execution_id: str) -> str:
+        """Its first step's action type, for the outcome's log line and metric labels ("unknown" if the
+        store cannot say)."""
+        try:
+            execution = self._store.get_execution(None, execution_id)
+            workflow = execution and self._store.get_workflow(None, execution.workflow_id)
+        except StoreError:
+            return "unknown"
+        return workflow.steps[0].action_type if workflow else "unknown"
 
     def _take(self, execution_id: str, token: CancelToken, owned: bool) -> tuple[Execution, Workflow | None] | None:
         """The execution and its workflow (None: deleted; the outcome says so), or None if it is not this
