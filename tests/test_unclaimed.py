@@ -73,6 +73,7 @@ def test_an_adopter_ends_a_flagged_execution_of_a_dead_owner_unsent(bench, recei
     flagged, plain = bench.finished(engine, flagged_id), bench.finished(engine, plain_id)
     assert (flagged.status, flagged.cancelled_by, flagged.owner) == (CANCELLED, "api:usr_3", engine.owner_id)
     assert plain.status is SUCCEEDED
+    assert bench.metric(engine, "ipaas_executions_total", {"status": "cancelled", "action_type": "http_request"}) == 1
     assert delivery_counts(receiver, "/ok") == {plain_id: 1}
 
 

@@ -118,14 +118,11 @@ class Runner:
         except Cancelled as exc:
             if exc.reason == SHUTDOWN:
                 log.info("execution not started: shutting down while the store is unavailable")
-                return
-            taken = None  # its own, with a cancel request: recorded below, unsent
-            self._cancelled(exc.reason, outcome)
+            else:  # its own, with a cancel request: ends cancelled, nothing sent
+                self._cancel_unstarted(execution_id, exc.reason, outcome)
+            return
         if taken is None:
-            if outcome.status is ExecutionStatus.CANCELLED:
-                self._finish(execution_id, outcome)  # its own, cancelled before it started: nothing sent
-            else:
-                log.debug("execution not started: cancelled or taken meanwhile")
+            log.debug("execution not started: cancelled or taken meanwhile")
             return
         execution, workflow = taken
         if workflow is None:
@@ -154,10 +151,13 @@ class Runner:
     def cancel_unstarted(self, execution_id: str, reason: str) -> None:
         """Record as cancelled, unsent, an execution of this owner that has not started (or park that
         outcome while the store cannot write: recorded by flush_pending)."""
-        outcome = Outcome(ExecutionStatus.FAILED, action_type=self._action_type(execution_id))
-        self._cancelled(reason, outcome)
         with logutils.bind(execution_id=execution_id):
-            self._finish(execution_id, outcome)
+            self._cancel_unstarted(execution_id, reason, Outcome(ExecutionStatus.FAILED))
+
+    def _cancel_unstarted(self, execution_id: str, reason: str, outcome: Outcome) -> None:
+        outcome.action_type = self._action_type(execution_id)
+        self._cancelled(reason, outcome)
+        self._finish(execution_id, outcome)
 
     def _action_type(self, execution_id: str) -> str:
         """Its first step's action type, for the outcome's log line and metric labels ("unknown" if the
@@ -172,7 +172,8 @@ class Runner:
     def _take(self, execution_id: str, token: CancelToken, owned: bool) -> tuple[Execution, Workflow | None] | None:
         """The execution and its workflow (None: deleted; the outcome says so), or None if it is not this
         runner's to run (cancelled, taken meanwhile). An owned one-step execution is read, not claimed;
-        one with a cancel request is not run (the token is set: the outcome says cancelled)."""
+        an owned one with a cancel request raises Cancelled with its reason. Cancelled(SHUTDOWN) if the
+        engine stops while the store cannot answer."""
         if not owned:
             execution = self._claim(execution_id, token)
         else:
@@ -180,7 +181,6 @@ class Runner:
             if execution is None or execution.status is not ExecutionStatus.QUEUED or execution.owner != self.owner_id:
                 return None
             if execution.cancelled_by:
-                token.cancel(execution.cancelled_by)
                 raise Cancelled(execution.cancelled_by)
         if execution is None:
             return None

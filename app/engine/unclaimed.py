@@ -2,14 +2,11 @@
 supervisor tick later is recorded `running`: the API and dashboard show it, and short ones cost no write."""
 from __future__ import annotations
 
-import logging
 import threading
 from datetime import datetime
 
 from app.store.base import Store, StoreError
 from app.store.health import StoreHealth
-
-log = logging.getLogger(__name__)
 
 
 class UnclaimedRuns:
