@@ -2,10 +2,17 @@
 distributed engine implement it, so blueprints and services never change when the engine does."""
 from __future__ import annotations
 
+import logging
+import math
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
+
+from app.errors import QueueFull
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,3 +69,11 @@ class Engine(ABC):
     def shutdown(self, grace: float) -> None:
         """Take no more work, let running executions finish for up to `grace` seconds, cancel the
         rest and hand every unfinished execution back to the store as queued."""
+
+
+def job_refused(metrics: Metrics, *, full: str, capacity: int, timeout: float) -> QueueFull:
+    """Count and log one job refused because the engine's `full` ("queue", "backlog") stayed full for
+    `timeout` s; return the error to raise: 503 with a Retry-After of that wait, at least 1 s."""
+    metrics.jobs_dropped.inc()
+    log.warning(f"job dropped: {full} full", extra={"data": {"capacity": capacity}})
+    return QueueFull("the execution queue is full, try again later", retry_after=float(max(1, math.ceil(timeout))))

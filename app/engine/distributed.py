@@ -13,7 +13,6 @@ then gets 503 with Retry-After (errors.QueueFull), like the thread pool's full q
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from contextlib import contextmanager
@@ -21,9 +20,8 @@ from typing import Callable, Iterator
 
 import redis
 
-from app.engine.base import Engine, EngineStats
+from app.engine.base import Engine, EngineStats, job_refused
 from app.engine.broker import ExecutionQueue
-from app.errors import QueueFull
 from app.metrics import Metrics
 from app.store.base import Store
 
@@ -94,10 +92,7 @@ class DistributedEngine(Engine):
             if left <= 0:
                 with self._lock:
                     self._dropped += 1
-                self._metrics.jobs_dropped.inc()
-                log.warning("job dropped: backlog full", extra={"data": {"capacity": self.capacity}})
-                raise QueueFull("the execution queue is full, try again later",
-                                retry_after=float(max(1, math.ceil(timeout))))
+                raise job_refused(self._metrics, full="backlog", capacity=self.capacity, timeout=timeout)
             self._sleep(min(BACKLOG_REFRESH, left))
         yield _Slot(self)
 

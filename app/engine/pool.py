@@ -3,7 +3,6 @@ slots, so never more jobs are held in memory than that; a full queue is refused,
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,13 +12,13 @@ from datetime import datetime
 from typing import Callable, Iterator
 
 from app import logutils
-from app.engine.base import Engine, EngineStats
+from app.engine.base import Engine, EngineStats, job_refused
 from app.engine.cancel import SHUTDOWN, CancelToken
 from app.engine.http import HttpClient
 from app.engine.retention import Retention
 from app.engine.runner import Runner
 from app.engine.supervisor import Supervisor, SupervisorTiming
-from app.errors import QueueFull, Unavailable
+from app.errors import Unavailable
 from app.metrics import Metrics
 from app.models import utcnow
 from app.store.base import Store, StoreError
@@ -79,10 +78,7 @@ class BoundedExecutor(Engine):
         if not self._slots.acquire(timeout=max(0.0, timeout)):
             with self._lock:
                 self._dropped += 1
-            self._metrics.jobs_dropped.inc()
-            log.warning("job dropped: queue full", extra={"data": {"capacity": self.capacity}})
-            raise QueueFull("the execution queue is full, try again later",
-                            retry_after=float(max(1, math.ceil(timeout))))
+            raise job_refused(self._metrics, full="queue", capacity=self.capacity, timeout=timeout)
         with self._held(1) as slots:
             if not slots:
                 raise Unavailable("the engine is shutting down", retry_after=5)
